@@ -1,0 +1,125 @@
+"""mda's one settings object.
+
+Values come, highest priority first, from `MDA_*` environment variables, then from an
+optional TOML file named by `MDA_CONFIG` (keys are the field names in lower case, e.g.
+`lmtp_listen = "127.0.0.1:24"`), then from the defaults below.
+
+Sizes are in bytes, durations in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+DEFAULT_DATABASE_PATH = Path("var") / "mda.sqlite3"
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a size such as `500K`, `10M`, `1G` or plain bytes.
+
+    Args:
+        text: the size; a suffix K, M or G (either case) multiplies by 1024, 1024², 1024³.
+
+    Returns:
+        The size in bytes (>= 0).
+
+    Raises:
+        ValueError: the text is not a non-negative integer with an optional suffix.
+    """
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"size must not be negative: {text}")
+        return text
+    value = text.strip()
+    multiplier = 1
+    if value[-1:].upper() in {"K", "M", "G"}:
+        multiplier = {"K": 1024, "M": 1024**2, "G": 1024**3}[value[-1].upper()]
+        value = value[:-1]
+    if not value.isdigit():
+        raise ValueError(f"not a size: {text!r} (use bytes or a number with K, M or G)")
+    return int(value) * multiplier
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by MDA_CONFIG, if any."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get("MDA_CONFIG")
+        self._data: dict[str, Any] = {}
+        if path:
+            with open(path, "rb") as fh:
+                self._data = {k.lower(): v for k, v in tomllib.load(fh).items()}
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by pydantic
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """All of mda's settings. Field `foo_bar` is read from `MDA_FOO_BAR`."""
+
+    model_config = SettingsConfigDict(env_prefix="MDA_", frozen=True, extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{DEFAULT_DATABASE_PATH}",
+        description="SQLAlchemy async URL; default a SQLite file under ./var/",
+    )
+    lmtp_listen: str = Field(
+        default="127.0.0.1:2424", description="host:port or unix:/path for the LMTP listener"
+    )
+    hostname: str = Field(default_factory=lambda: os.uname().nodename)
+    max_message_size: int = Field(default=50 * 1024 * 1024, ge=1, description="bytes")
+    quota_full_tempfail: bool = Field(
+        default=False, description="answer 452 4.2.2 instead of 552 5.2.2 when over quota"
+    )
+    mailbox_autocreate: bool = Field(
+        default=False, description="fileinto creates missing mailboxes even without :create"
+    )
+    recipient_delimiter: str = Field(default="+", description="subaddress delimiter characters")
+    sieve_scripts_dir: Path = Field(
+        default=Path("sieve_scripts"), description="global/, before.d/, after.d/, default.sieve"
+    )
+    log_level: str = Field(default="INFO")
+    shutdown_timeout: float = Field(
+        default=30.0, ge=0, description="seconds to let deliveries in flight finish on SIGTERM"
+    )
+
+    @field_validator("max_message_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once.
+
+    Raises:
+        pydantic.ValidationError: a setting has an invalid value.
+    """
+    return Settings()
