@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -74,7 +73,3 @@ def message() -> None:
 # Command modules register themselves on the groups above.
 from mda.cli import admin, scripts, dryrun, serve  # noqa: E402,F401
 
-
-def entry() -> None:  # pragma: no cover - thin wrapper
-    """Console-script entry point."""
-    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Fixtures shared by every test area.
+
+- `sqlite_url`: a fresh SQLite database file in the test's temp dir (a real file, not :memory:).
+- `mda_env`: the environment for a real `mda` subprocess pointed at that database.
+- `mda`: run the real `mda` command line and return the CompletedProcess.
+- `require_tool`: skip when a Debian tool is missing, but fail under CI=true, where
+  `.ci/run` must have installed it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFORMANCE = ROOT / "tests" / "sieve" / "conformance"
+MDA_BIN = str(Path(sys.executable).with_name("mda"))
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """SQLAlchemy URL of a new, empty SQLite file in the temp dir."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'mda.sqlite3'}"
+
+
+@pytest.fixture
+def mda_env(sqlite_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for a real `mda` process: its own database and no inherited MDA_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MDA_")}
+    env["MDA_DATABASE_URL"] = sqlite_url
+    env["MDA_SIEVE_SCRIPTS_DIR"] = str(tmp_path / "sieve_scripts")
+    return env
+
+
+@pytest.fixture
+def mda(mda_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[bytes]]:
+    """Run `mda ARGS...` as a real subprocess; returns the CompletedProcess (bytes output).
+
+    Keyword `input` (bytes) feeds stdin; `check=True` asserts exit status 0.
+    """
+
+    def run(*args: str, input: bytes | None = None, check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run([MDA_BIN, *args], input=input, capture_output=True,
+                              env=env or mda_env, timeout=120)
+        if check:
+            assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        return proc
+
+    return run
+
+
+@pytest.fixture
+def require_tool() -> Callable[[str], str]:
+    """Return the path of a program; skip if missing (fail under CI=true)."""
+
+    def need(name: str) -> str:
+        path = shutil.which(name)
+        if path is None:
+            if IN_CI:
+                pytest.fail(f"{name} is not installed; .ci/run should have installed it")
+            pytest.skip(f"{name} is not installed")
+        return path
+
+    return need
