@@ -107,3 +107,50 @@ def temporary_failure(rcpt: str | None = None) -> Reply:
     """451 4.3.0: store unavailable or an internal error; nothing was written, retry."""
     who = f"<{rcpt}> " if rcpt else ""
     return Reply(451, "4.3.0", f"{who}Temporary internal failure, try again later")
+
+
+def need_rcpt() -> Reply:
+    """503 5.5.1: DATA without any accepted RCPT (RFC 2033 §4.2: "the DATA command MUST fail
+    with a 503 reply code")."""
+    return Reply(503, "5.5.1", "Error: need RCPT command")
+
+
+def service_closing(hostname: str) -> Reply:
+    """421 4.3.2: the server is shutting down and closes the connection (RFC 5321 §3.8)."""
+    return Reply(421, "4.3.2", f"{hostname} Service shutting down, try again later")
+
+
+# Enhanced status codes for replies aiosmtpd writes itself (syntax errors, bad sequence,
+# QUIT ...). RFC 2034 §3: once ENHANCEDSTATUSCODES is advertised, every 2xx/4xx/5xx reply
+# except the greeting and the LHLO/EHLO response carries one.
+_DEFAULT_ENHANCED = {
+    221: "2.0.0", 250: "2.0.0", 252: "2.5.0",
+    421: "4.3.2", 451: "4.3.0", 452: "4.3.1",
+    500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1", 504: "5.5.4",
+    530: "5.7.0", 550: "5.0.0", 552: "5.3.4", 553: "5.1.3", 554: "5.0.0", 555: "5.5.4",
+}
+
+
+def with_enhanced_code(line: str) -> str:
+    """Give a reply line written by aiosmtpd an RFC 3463 enhanced status code if it lacks one.
+
+    Args:
+        line: one reply line without CRLF, e.g. `"501 Syntax: RCPT TO: <address>"`.
+
+    Returns:
+        The line with an enhanced code after the reply code (`"501 5.5.4 Syntax: ..."`), or
+        the line unchanged when it already has one, is a 1xx/3xx reply, the 220 greeting, or
+        is not a reply.
+    """
+    head, sep, rest = line[:4], line[3:4], line[4:]
+    if len(line) < 3 or not head[:3].isdigit() or sep not in (" ", "-", ""):
+        return line
+    code = int(head[:3])
+    if code // 100 not in (2, 4, 5) or code == 220:
+        return line
+    first = rest.split(" ", 1)[0]
+    parts = first.split(".")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return line
+    enhanced = _DEFAULT_ENHANCED.get(code, f"{code // 100}.0.0")
+    return f"{code}{sep or ' '}{enhanced} {rest}".rstrip()

@@ -1,1 +1,53 @@
-"""Placeholder until its module lands."""
+"""`mda serve`: run the LMTP delivery service in the foreground.
+
+Settings come from `MDA_*` environment variables and the optional TOML file (see
+`mda.config`); `--listen` overrides `MDA_LMTP_LISTEN`. The schema is migrated before the
+listener opens. Logs go to stderr, one line per recipient outcome:
+
+    2024-05-01 12:00:00,123 INFO mda.lmtp: 4k2c9x0b7hfm: rcpt=<bob@example.org>
+        result=stored mailboxes=INBOX ms=3.1 reply="250 2.0.0"
+
+SIGTERM or SIGINT stops the service gracefully (exit status 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+from pydantic import ValidationError
+
+from mda.cli import CLIError, main
+from mda.config import Settings, get_settings
+
+
+def _settings(listen: str | None) -> Settings:
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first.get("loc", ()))
+        raise CLIError(f"invalid setting MDA_{field.upper()}: {first.get('msg')}") from exc
+    if listen is not None:
+        settings = settings.model_copy(update={"lmtp_listen": listen})
+    return settings
+
+
+@main.command()
+@click.option("--listen", metavar="ADDRESS", default=None,
+              help="host:port, [v6address]:port or unix:/path (overrides MDA_LMTP_LISTEN)")
+def serve(listen: str | None) -> None:
+    """Listen for LMTP and deliver through each user's Sieve script until SIGTERM."""
+    from mda import server
+    from mda.store.errors import StoreError
+
+    settings = _settings(listen)
+    server.configure_logging(settings)
+    try:
+        server.ListenAddress.parse(settings.lmtp_listen)
+        server.prepare_database(settings)
+        asyncio.run(server.serve(settings))
+    except server.ListenError as exc:
+        raise CLIError(str(exc)) from exc
+    except StoreError as exc:
+        raise CLIError(f"database: {exc}") from exc

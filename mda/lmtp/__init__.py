@@ -1,0 +1,29 @@
+"""LMTP (RFC 2033) server glue on aiosmtpd: parse, call `mda.delivery`, answer per recipient.
+
+Modules:
+- `protocol`: `LMTPProtocol`, aiosmtpd's `LMTP` subclassed (LHLO extensions, enhanced
+  status codes, per-recipient replies after DATA on every path), and `ConnectionRegistry`
+  (graceful shutdown).
+- `handler`: `DeliveryHandler`, the MAIL/RCPT hooks and the call into the delivery layer.
+- `data`: reading the message text after DATA (dot-unstuffing, size limit, smuggling
+  defence).
+- `outcome`: `replies_after_data`, the one function that turns the accepted recipients
+  into exactly one reply each.
+
+This package never imports SQLAlchemy; every reply text comes from `mda.replies`.
+"""
+
+from mda.lmtp.handler import DeliveryHandler, new_queue_id
+from mda.lmtp.outcome import Delivered, Failed, TooBig, replies_after_data
+from mda.lmtp.protocol import ConnectionRegistry, LMTPProtocol
+
+__all__ = [
+    "ConnectionRegistry",
+    "Delivered",
+    "DeliveryHandler",
+    "Failed",
+    "LMTPProtocol",
+    "TooBig",
+    "new_queue_id",
+    "replies_after_data",
+]

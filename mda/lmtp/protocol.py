@@ -1,0 +1,308 @@
+"""The LMTP server protocol (RFC 2033): aiosmtpd's `LMTP` class with what mda needs fixed.
+
+What this subclass changes, and why:
+
+- LHLO advertises PIPELINING (RFC 2033 §4.1 and RFC 2920: LMTP servers are expected to
+  support it), ENHANCEDSTATUSCODES (RFC 2034), 8BITMIME (RFC 6152) and `SIZE <limit>`
+  (RFC 1870); aiosmtpd lacks the first two.
+- Every 2xx/4xx/5xx reply after the greeting carries an RFC 3463 enhanced status code
+  (RFC 2034 §3), including aiosmtpd's own syntax and sequence errors.
+- After DATA, exactly one reply per accepted RCPT, in RCPT order, on every path (RFC 2033
+  §4.2): delivered, rejected, over quota, over the size limit (aiosmtpd answers one line
+  there), an exception in our code (aiosmtpd would send the exception text; we send
+  `451 4.3.0` per recipient and log the traceback). See `mda.lmtp.outcome`.
+- Message text is read without a line length limit but with aiosmtpd's smuggling defence
+  (only CRLF.CRLF ends the data); see `mda.lmtp.data`.
+- A delivery, once started, runs to its end even if the client goes away or the service is
+  asked to stop: it is a task of its own that the connection only waits for.
+- Graceful shutdown: `ConnectionRegistry.drain` closes idle connections with `421 4.3.2` and
+  lets connections in the middle of a transaction finish it first.
+
+EOF: when the peer closes the connection, aiosmtpd cancels the command loop; a transaction
+that has not reached the end of DATA is dropped (nothing was stored, nothing answered 250),
+and a delivery already started still completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import syntax
+
+from mda import replies
+from mda.lmtp.data import read_message
+from mda.lmtp.handler import DeliveryHandler, format_peer, new_queue_id
+from mda.lmtp.outcome import DataResult, Delivered, Failed, TooBig, replies_after_data
+from mda.replies import Reply
+
+log = logging.getLogger("mda.lmtp")
+
+
+class ConnectionRegistry:
+    """The open connections and deliveries in flight of one listener, for graceful shutdown.
+
+    `drain()` starts the shutdown; `wait_idle(timeout)` waits until every connection has
+    closed and every delivery has finished; `abort()` ends what is left.
+    """
+
+    def __init__(self) -> None:
+        self.connections: set[LMTPProtocol] = set()
+        self.deliveries: set[asyncio.Task[Any]] = set()
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _update(self) -> None:
+        if self.connections or self.deliveries:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    def opened(self, connection: LMTPProtocol) -> None:
+        """Record a new connection; during a drain it is told to close at once."""
+        self.connections.add(connection)
+        self._update()
+        if self.draining:
+            connection.drain()
+
+    def closed(self, connection: LMTPProtocol) -> None:
+        """Forget a closed connection."""
+        self.connections.discard(connection)
+        self._update()
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a delivery task until it ends; its result is consumed so an orphaned
+        task (client gone) never logs "exception was never retrieved"."""
+        self.deliveries.add(task)
+        self._update()
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            self.deliveries.discard(finished)
+            self._update()
+            if not finished.cancelled() and finished.exception() is not None:
+                log.debug("delivery task ended with %r", finished.exception())
+
+        task.add_done_callback(done)
+
+    def drain(self) -> None:
+        """Stop taking transactions: idle connections get 421 and are closed; the others
+        finish their current transaction first."""
+        self.draining = True
+        for connection in list(self.connections):
+            connection.drain()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no connection is open and no delivery runs.
+
+        Args:
+            timeout: seconds to wait at most.
+
+        Returns:
+            True when everything finished in time, False on timeout.
+        """
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def abort(self) -> None:
+        """Close every remaining connection and cancel every remaining delivery (its
+        recipients' transactions roll back; the MTA retries them)."""
+        for connection in list(self.connections):
+            connection.abort()
+        for task in list(self.deliveries):
+            task.cancel()
+
+
+class LMTPProtocol(LMTP):
+    """One LMTP connection.
+
+    Args:
+        handler: the MAIL/RCPT hooks and the delivery call.
+        registry: shared by the listener's connections (graceful shutdown).
+        hostname: our name in the greeting, LHLO and Received headers.
+        max_message_size: the size limit in bytes (advertised as SIZE, checked at MAIL and
+            while reading DATA).
+        timeout: idle timeout in seconds.
+    """
+
+    def __init__(self, handler: DeliveryHandler, *, registry: ConnectionRegistry,
+                 hostname: str, max_message_size: int, timeout: float = 300) -> None:
+        # data_size_limit=None: we advertise and enforce SIZE ourselves, with our replies.
+        super().__init__(handler, hostname=hostname, data_size_limit=None, timeout=timeout,
+                         ident="LMTP mda ready")
+        self.handler = handler
+        self.registry = registry
+        self.max_message_size = max_message_size
+        self._in_data = False
+        self._draining = False
+
+    # --- connection lifecycle -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.registry.opened(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.registry.closed(self)
+        super().connection_lost(error)
+
+    @property
+    def idle(self) -> bool:
+        """True between transactions (no MAIL given, not inside DATA)."""
+        return not self._in_data and (self.envelope is None or self.envelope.mail_from is None)
+
+    def drain(self) -> None:
+        """Close now if idle (`421 4.3.2`), else after the current transaction."""
+        self._draining = True
+        if self.idle:
+            self._close_for_shutdown()
+
+    def abort(self) -> None:
+        """Close the connection at once (shutdown timeout)."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def _close_for_shutdown(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        line = replies.service_closing(self.hostname).line()
+        self.transport.write(line.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
+        self.transport.close()
+
+    # --- replies ----------------------------------------------------------------------
+
+    async def push(self, status: str | bytes) -> None:
+        """Write one reply line, adding an enhanced status code if it lacks one (RFC 2034 §3:
+        all 2xx/4xx/5xx replies except the greeting and the LHLO response)."""
+        if isinstance(status, str):
+            status = replies.with_enhanced_code(status)
+        await super().push(status)
+
+    async def _write_lines(self, lines: Sequence[str]) -> None:
+        """Write several reply lines in one go (CRLF after each) and wait for the buffer."""
+        self._writer.write(b"".join(line.encode("utf-8", "replace") + b"\r\n" for line in lines))
+        await self._writer.drain()
+
+    async def handle_exception(self, error: Exception) -> str:
+        """An exception escaped a command: log the traceback, answer `451 4.3.0` — never the
+        exception text, which is ours, not the client's business."""
+        log.error("%s: internal error in LMTP command", format_peer(self.session.peer),
+                  exc_info=error)
+        return replies.temporary_failure().line()
+
+    # --- commands -----------------------------------------------------------------------
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """Parse the address of MAIL/RCPT like aiosmtpd, but treat every parser failure as a
+        malformed address (`553 5.1.3`): the stdlib parser raises IndexError on input such as
+        `a@`, which aiosmtpd would let escape as an internal error."""
+        try:
+            return super()._getaddr(arg)
+        except (IndexError, ValueError):
+            return None, None
+
+    @syntax("LHLO hostname")
+    async def smtp_LHLO(self, arg: str | None) -> None:
+        """LHLO (RFC 2033 §4.1): greet and list the service extensions.
+
+        Like EHLO it resets the transaction (RFC 5321 §4.1.4).
+        """
+        if not arg:
+            await self.push("501 Syntax: LHLO hostname")
+            return
+        self._set_rset_state()
+        self.session.extended_smtp = True
+        self.session.host_name = arg
+        extensions = ["PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME",
+                      f"SIZE {self.max_message_size}"]
+        lines = [self.hostname, *extensions]
+        await self._write_lines([f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"])
+
+    async def smtp_RSET(self, arg: str) -> None:
+        await super().smtp_RSET(arg)
+        if self._draining and self.idle:
+            self._close_for_shutdown()
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str | None) -> None:
+        """DATA (RFC 2033 §4.2): read the message, deliver it, one reply per recipient.
+
+        Without an accepted RCPT the command fails with 503 as §4.2 requires. The message
+        is read to its terminating "." even when too big; then `replies_after_data` answers
+        every accepted recipient, in RCPT order.
+        """
+        if await self.check_helo_needed("LHLO"):
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push(replies.need_rcpt().line())
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        self._in_data = True
+        try:
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            received = await read_message(self._reader, self.max_message_size,
+                                          self._reset_timeout)
+            recipients = tuple(self.envelope.rcpt_tos)
+            queue_id = new_queue_id()
+            started = time.monotonic()
+            result: DataResult
+            try:
+                if received.too_big:
+                    result = TooBig(self.max_message_size)
+                else:
+                    result = await self._deliver(queue_id, received.data or b"")
+                answers = replies_after_data(recipients, result)
+            except Exception:
+                log.exception("%s: internal error after DATA; answering 451 for every "
+                              "recipient", queue_id)
+                result = Failed()
+                answers = replies_after_data(recipients, result)
+            try:
+                self._log_outcomes(queue_id, recipients, result, answers,
+                                   (time.monotonic() - started) * 1000)
+            except Exception:
+                log.exception("%s: could not log the outcomes", queue_id)
+            self._set_post_data_state()
+            await self._write_lines([answer.line() for answer in answers])
+        finally:
+            self._in_data = False
+        if self._draining:
+            self._close_for_shutdown()
+
+    async def _deliver(self, queue_id: str, data: bytes) -> DataResult:
+        """Run the delivery as its own task (so a lost connection cannot cut it short) and
+        turn an exception into `Failed`."""
+        task = asyncio.ensure_future(
+            self.handler.deliver(self.session, self.envelope, queue_id, data))
+        self.registry.track(task)
+        try:
+            return Delivered(await asyncio.shield(task))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: delivery raised; answering 451 for every recipient", queue_id)
+            return Failed()
+
+    def _log_outcomes(self, queue_id: str, recipients: Sequence[str], result: DataResult,
+                      answers: Sequence[Reply], elapsed_ms: float) -> None:
+        """One log line per recipient: queue id, recipient, result, mailboxes, ms, reply."""
+        outcomes = list(result.outcomes) if isinstance(result, Delivered) else []
+        for index, (rcpt, answer) in enumerate(zip(recipients, answers)):
+            outcome = outcomes[index] if index < len(outcomes) else None
+            if outcome is not None and outcome.recipient == rcpt:
+                what, mailboxes, ms = outcome.result, outcome.mailboxes, outcome.elapsed_ms
+            else:
+                what = "too_big" if isinstance(result, TooBig) else "error"
+                mailboxes, ms = (), elapsed_ms
+            log.info("%s: rcpt=<%s> result=%s mailboxes=%s ms=%.1f reply=\"%s %s\"",
+                     queue_id, rcpt, what, ",".join(mailboxes) or "-", ms,
+                     answer.code, answer.enhanced)

@@ -1,0 +1,218 @@
+"""The `mda serve` service: listen for LMTP, deliver, shut down cleanly.
+
+Lifecycle:
+1. `prepare_database(settings)` creates the SQLite directory if needed and applies the
+   alembic migrations (`mda.store.migrate.upgrade`).
+2. `serve(settings)` builds the `Store` and the `Deliverer`, listens on
+   `settings.lmtp_listen` and logs where (`listening for LMTP on 127.0.0.1:2424`).
+3. On SIGTERM or SIGINT: stop accepting connections; idle connections get
+   `421 4.3.2` and are closed; a connection in the middle of a transaction finishes it
+   (deliveries in flight complete and are answered) for up to `settings.shutdown_timeout`
+   seconds, after which what is left is cut off (its recipients' database transactions roll
+   back and the MTA retries). Then the engine is disposed and `serve` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mda.config import Settings
+from mda.delivery import Deliverer
+from mda.lmtp import ConnectionRegistry, DeliveryHandler, LMTPProtocol
+from mda.store.engine import Store, ensure_sqlite_directory
+from mda.store.migrate import upgrade
+
+log = logging.getLogger("mda.server")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class ListenError(ValueError):
+    """The listen address cannot be parsed or bound; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """Where the LMTP listener binds.
+
+    Attributes:
+        host: IPv4/IPv6 address or host name for TCP; None for a unix-domain socket.
+        port: TCP port (0 lets the system choose); None for a unix-domain socket.
+        path: the socket file for `unix:/path`; None for TCP.
+    """
+
+    host: str | None = None
+    port: int | None = None
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        """Parse `host:port`, `[v6addr]:port` or `unix:/path/to/socket`.
+
+        Args:
+            text: the `MDA_LMTP_LISTEN` value.
+
+        Returns:
+            The parsed address.
+
+        Raises:
+            ListenError: the text is none of the three forms, or the port is not 0..65535.
+        """
+        value = text.strip()
+        if value.startswith("unix:"):
+            path = value[len("unix:"):]
+            if not path:
+                raise ListenError(f"listen address {text!r}: unix: needs a socket path")
+            return cls(path=Path(path))
+        if value.startswith("["):
+            host, bracket, rest = value[1:].partition("]")
+            if not bracket or not rest.startswith(":"):
+                raise ListenError(f"listen address {text!r}: use [v6address]:port")
+            port_text = rest[1:]
+        else:
+            host, colon, port_text = value.rpartition(":")
+            if not colon or not host or ":" in host:
+                raise ListenError(
+                    f"listen address {text!r}: use host:port, [v6address]:port or unix:/path")
+        if not port_text.isdigit() or int(port_text) > 65535:
+            raise ListenError(f"listen address {text!r}: port must be a number 0..65535")
+        return cls(host=host, port=int(port_text))
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        return f"[{self.host}]:{self.port}" if ":" in (self.host or "") else f"{self.host}:{self.port}"
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to stderr at `settings.log_level`, one line per event (`LOG_FORMAT`).
+
+    aiosmtpd's own per-command INFO lines (logger `mail.log`) are shown only at DEBUG.
+    """
+    level = logging.getLevelName(settings.log_level.upper())
+    if not isinstance(level, int):
+        level = logging.INFO
+    logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT, force=True)
+    logging.getLogger("mail.log").setLevel(logging.DEBUG if level <= logging.DEBUG
+                                           else logging.WARNING)
+
+
+def prepare_database(settings: Settings) -> None:
+    """Create the SQLite directory if needed and apply the schema migrations.
+
+    Raises:
+        mda.store.errors.StoreUnavailable: the database cannot be reached or migrated.
+    """
+    ensure_sqlite_directory(settings.database_url)
+    upgrade(settings.database_url)
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove a socket file left by an earlier run; refuse to touch any other file."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ListenError(f"cannot listen on unix:{path}: the path exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()
+    else:
+        raise ListenError(f"cannot listen on unix:{path}: another server is listening there")
+    finally:
+        probe.close()
+
+
+async def start_listener(address: ListenAddress, registry: ConnectionRegistry,
+                         handler: DeliveryHandler, settings: Settings
+                         ) -> tuple[asyncio.base_events.Server, str]:
+    """Bind the LMTP listener.
+
+    Args:
+        address: where to listen.
+        registry: shared by the connections, for graceful shutdown.
+        handler: the delivery hooks.
+        settings: hostname and message size limit.
+
+    Returns:
+        The asyncio server and a description of the bound address (with the real port
+        when port 0 was asked for).
+
+    Raises:
+        ListenError: the address cannot be bound (in use, permission denied, bad host).
+    """
+
+    def factory() -> LMTPProtocol:
+        return LMTPProtocol(handler, registry=registry, hostname=settings.hostname,
+                            max_message_size=settings.max_message_size)
+
+    loop = asyncio.get_running_loop()
+    try:
+        if address.path is not None:
+            _remove_stale_socket(address.path)
+            server = await loop.create_unix_server(factory, str(address.path))
+            return server, str(address)
+        server = await loop.create_server(factory, address.host, address.port,
+                                          reuse_address=True)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+    bound = server.sockets[0].getsockname()
+    return server, str(ListenAddress(host=bound[0], port=bound[1]))
+
+
+async def serve(settings: Settings) -> None:
+    """Run the LMTP service until SIGTERM or SIGINT, then shut down gracefully.
+
+    The database must be prepared first (`prepare_database`).
+
+    Args:
+        settings: the service's settings.
+
+    Raises:
+        ListenError: the listen address is invalid or cannot be bound.
+        mda.store.errors.StoreUnavailable: the database URL is unusable.
+    """
+    address = ListenAddress.parse(settings.lmtp_listen)
+    store = Store(settings.database_url)
+    try:
+        deliverer = Deliverer(store, settings)
+        registry = ConnectionRegistry()
+        handler = DeliveryHandler(deliverer, settings.max_message_size)
+        server, where = await start_listener(address, registry, handler, settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("listening for LMTP on %s (hostname %s, max message size %d bytes)",
+                 where, settings.hostname, settings.max_message_size)
+        await stop.wait()
+        log.info("shutting down: no new connections; finishing deliveries in flight "
+                 "(up to %.0f s)", settings.shutdown_timeout)
+        server.close()
+        registry.drain()
+        if not await registry.wait_idle(settings.shutdown_timeout):
+            log.warning("shutdown timeout: closing %d connection(s), cancelling %d "
+                        "delivery(ies)", len(registry.connections), len(registry.deliveries))
+            registry.abort()
+            await registry.wait_idle(5.0)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        if address.path is not None:
+            try:
+                os.unlink(address.path)
+            except FileNotFoundError:
+                pass
+    finally:
+        await store.dispose()
+    log.info("stopped")

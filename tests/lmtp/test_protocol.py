@@ -1,0 +1,310 @@
+"""LMTP protocol behaviour (RFC 2033) against a real listener, in raw bytes.
+
+Every test talks to a real socket; replies are compared by named status constants
+(`tests/lmtp/statuscodes.py`). After DATA a test reads exactly one reply per accepted
+recipient and then checks with NOOP that no extra reply line follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timezone
+
+import pytest
+
+from tests.lmtp import statuscodes as S
+from tests.lmtp.client import LMTPClient, dot_stuff
+from tests.lmtp.conftest import MAX_SIZE, Listener
+
+MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
+
+
+async def assert_no_extra_reply(client: LMTPClient) -> None:
+    """The next reply must be NOOP's: nothing else was left unread on the connection."""
+    reply = await client.command("NOOP")
+    assert reply.status == "250 2.0.0" and reply.text.endswith("OK"), reply
+
+
+async def test_greeting_and_lhlo_capabilities(listener: Listener) -> None:
+    client = await listener.client(lhlo=False)
+    await client.send(b"LHLO mta.example\r\n")
+    reply = await client.read_reply()
+    assert reply.code == 250
+    assert reply.lines == ("mx.test", "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME",
+                           f"SIZE {MAX_SIZE}")
+
+
+@pytest.mark.parametrize("command", [b"HELO mta.example", b"EHLO mta.example"])
+async def test_helo_and_ehlo_are_not_lmtp(listener: Listener, command: bytes) -> None:
+    client = await listener.client(lhlo=False)
+    reply = await client.command(command)
+    assert reply.status == S.UNKNOWN_COMMAND
+
+
+async def test_mail_before_lhlo_is_refused(listener: Listener) -> None:
+    client = await listener.client(lhlo=False)
+    reply = await client.command("MAIL FROM:<a@example.org>")
+    assert reply.status == S.BAD_SEQUENCE
+
+
+async def test_pipelined_transaction_one_reply_per_recipient(listener: Listener) -> None:
+    client = await listener.client()
+    await client.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.org>\r\n"
+                      b"RCPT TO:<carol@example.org>\r\nDATA\r\n")
+    assert (await client.read_reply()).status == S.SENDER_OK
+    assert [r.status for r in await client.read_replies(2)] == [S.RCPT_OK, S.RCPT_OK]
+    assert (await client.read_reply()).code == S.START_DATA
+    await client.send(dot_stuff(MESSAGE))
+    after = await client.read_replies(2)
+    assert [r.status for r in after] == [S.DELIVERED, S.DELIVERED]
+    assert "<bob@example.org>" in after[0].text and "<carol@example.org>" in after[1].text
+    await assert_no_extra_reply(client)
+    (transaction,) = listener.deliverer.transactions
+    assert transaction.recipients == ("bob@example.org", "carol@example.org")
+    assert transaction.mail_from == "a@example.org"
+    assert transaction.data == MESSAGE
+    assert transaction.helo == "client.example"
+    assert transaction.peer.startswith("127.0.0.1:")
+    assert transaction.received_at.tzinfo is not None
+    assert transaction.received_at.utcoffset() == timezone.utc.utcoffset(None)
+    assert transaction.queue_id
+
+
+async def test_replies_follow_rcpt_order_across_outcomes(listener: Listener) -> None:
+    client = await listener.client()
+    result = await client.transaction(
+        "a@example.org",
+        ["reject1@example.org", "unknown@example.org", "ok@example.org", "quota1@example.org",
+         "full@example.org", "ok2@example.org"],
+        MESSAGE)
+    assert [r.status for r in result.rcpt] == [S.RCPT_OK, S.UNKNOWN_USER, S.RCPT_OK,
+                                               S.RCPT_OK, S.OVER_QUOTA, S.RCPT_OK]
+    assert [r.status for r in result.after_data] == [S.SIEVE_REJECT, S.DELIVERED,
+                                                     S.OVER_QUOTA, S.DELIVERED]
+    assert result.after_data[0].text == "5.7.1 <reject1@example.org> go away"
+    await assert_no_extra_reply(client)
+    assert listener.deliverer.transactions[0].recipients == (
+        "reject1@example.org", "ok@example.org", "quota1@example.org", "ok2@example.org")
+
+
+async def test_data_without_accepted_rcpt_fails_with_503(listener: Listener) -> None:
+    client = await listener.client()
+    result = await client.transaction("a@example.org", ["unknown@example.org"], MESSAGE)
+    assert result.data is not None and result.data.status == S.NEED_RCPT
+    assert listener.deliverer.transactions == []
+    await assert_no_extra_reply(client)
+
+
+async def test_null_sender(listener: Listener) -> None:
+    client = await listener.client()
+    result = await client.transaction("", ["bob@example.org"], MESSAGE)
+    assert result.mail.status == S.SENDER_OK
+    assert [r.status for r in result.after_data] == [S.DELIVERED]
+    assert listener.deliverer.transactions[0].mail_from == ""
+
+
+async def test_duplicate_recipient_gets_two_replies(listener: Listener) -> None:
+    client = await listener.client()
+    result = await client.transaction("a@example.org", ["bob@example.org"] * 2, MESSAGE)
+    assert [r.status for r in result.after_data] == [S.DELIVERED, S.DELIVERED]
+    await assert_no_extra_reply(client)
+
+
+def message_of_size(size: int) -> bytes:
+    """A message of exactly `size` bytes (CRLF line endings, short lines)."""
+    head = b"Subject: size\r\n\r\n"
+    body_len = size - len(head)
+    lines, rest = divmod(body_len, 100)
+    body = (b"x" * 98 + b"\r\n") * lines + (b"y" * (rest - 2) + b"\r\n" if rest >= 2 else b"")
+    message = head + body
+    if len(message) < size:  # rest == 1
+        message = head + b"z" + body
+    assert len(message) == size
+    return message
+
+
+async def test_message_at_the_limit_is_delivered(listener: Listener) -> None:
+    client = await listener.client()
+    message = message_of_size(MAX_SIZE)
+    result = await client.transaction("a@example.org", ["bob@example.org"], message)
+    assert [r.status for r in result.after_data] == [S.DELIVERED]
+    assert listener.deliverer.transactions[0].data == message
+
+
+async def test_one_byte_over_the_limit_gets_552_for_every_recipient(listener: Listener) -> None:
+    client = await listener.client()
+    rcpts = ["bob@example.org", "carol@example.org", "dave@example.org"]
+    result = await client.transaction("a@example.org", rcpts, message_of_size(MAX_SIZE + 1))
+    assert [r.status for r in result.after_data] == [S.TOO_BIG] * 3
+    for rcpt, reply in zip(rcpts, result.after_data):
+        assert f"<{rcpt}>" in reply.text
+    await assert_no_extra_reply(client)
+    assert listener.deliverer.transactions == []
+    # The connection stays in sync: the next transaction works.
+    again = await client.transaction("a@example.org", ["bob@example.org"], MESSAGE)
+    assert [r.status for r in again.after_data] == [S.DELIVERED]
+
+
+async def test_dot_stuffing_does_not_count_towards_the_limit(listener: Listener) -> None:
+    client = await listener.client()
+    message = message_of_size(MAX_SIZE)
+    head = b"Subject: size\r\n\r\n"
+    message = head + b"." + message[len(head) + 1:]  # the body now starts with a dot
+    assert len(message) == MAX_SIZE and b"\r\n." in message
+    result = await client.transaction("a@example.org", ["bob@example.org"], message)
+    assert [r.status for r in result.after_data] == [S.DELIVERED]
+    assert listener.deliverer.transactions[0].data == message
+
+
+@pytest.mark.parametrize("declared,expected", [(MAX_SIZE, S.SENDER_OK),
+                                               (MAX_SIZE + 1, S.TOO_BIG)])
+async def test_mail_size_parameter(listener: Listener, declared: int, expected: str) -> None:
+    client = await listener.client()
+    reply = await client.command(f"MAIL FROM:<a@example.org> SIZE={declared}")
+    assert reply.status == expected
+
+
+async def test_exception_in_delivery_gives_451_per_recipient_without_details(
+        listener: Listener, caplog: pytest.LogCaptureFixture) -> None:
+    client = await listener.client()
+    result = await client.transaction(
+        "a@example.org", ["ok@example.org", "boom@example.org", "x@example.org"], MESSAGE)
+    assert [r.status for r in result.after_data] == [S.TEMP_FAILURE] * 3
+    assert all("secret" not in r.text and "RuntimeError" not in r.text
+               for r in result.after_data)
+    assert "secret internal detail" in caplog.text  # the traceback went to the log
+    await assert_no_extra_reply(client)
+
+
+async def test_missing_outcome_gets_451_for_that_recipient_only(listener: Listener) -> None:
+    client = await listener.client()
+    result = await client.transaction(
+        "a@example.org", ["short@example.org", "reject@example.org"], MESSAGE)
+    assert [r.status for r in result.after_data] == [S.DELIVERED, S.TEMP_FAILURE]
+    await assert_no_extra_reply(client)
+
+
+async def test_exception_at_rcpt_gives_451_without_details(listener: Listener) -> None:
+    client = await listener.client()
+    result = await client.transaction("a@example.org",
+                                      ["rcptboom@example.org", "ok@example.org"], MESSAGE)
+    assert [r.status for r in result.rcpt] == [S.TEMP_FAILURE, S.RCPT_OK]
+    assert "secret" not in result.rcpt[0].text
+    assert [r.status for r in result.after_data] == [S.DELIVERED]
+
+
+@pytest.mark.parametrize("line,expected", [
+    (b"RCPT TO:<b@example.org>", S.BAD_SEQUENCE),   # no MAIL yet
+    (b"MAIL FROM:<a@>", "553 5.1.3"),   # aiosmtpd's address parser raises IndexError here
+    (b"MAIL FROM:<a@example.org> BODY=9BIT", S.SYNTAX_ERROR),
+    (b"RSET", S.RESET_OK),
+    (b"NOOP", "250 2.0.0"),
+    (b"QUIT", S.CLOSING),
+])
+async def test_aiosmtpd_replies_carry_enhanced_codes(listener: Listener, line: bytes,
+                                                     expected: str) -> None:
+    client = await listener.client()
+    reply = await client.command(line)
+    assert reply.status == expected, reply
+
+
+# --- hostile input -------------------------------------------------------------------------
+
+async def send_raw_data(listener: Listener, raw: bytes) -> list[str]:
+    """One transaction for bob whose DATA part is `raw` exactly (terminator included)."""
+    client = await listener.client()
+    await client.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+    statuses = [(await client.read_reply()).status for _ in range(2)]
+    assert statuses == [S.SENDER_OK, S.RCPT_OK]
+    assert (await client.read_reply()).code == S.START_DATA
+    await client.send(raw)
+    after = [(await client.read_reply()).status]
+    await assert_no_extra_reply(client)
+    return after
+
+
+async def test_bare_lf_message_is_delivered_as_received(listener: Listener) -> None:
+    message = b"From: a@example.org\nSubject: lf\n\n" + b"line of text\n" * 200
+    assert await send_raw_data(listener, message + b"\r\n.\r\n") == [S.DELIVERED]
+    assert listener.deliverer.transactions[0].data == message + b"\r\n"
+
+
+@pytest.mark.parametrize("fake_end", [b"\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r.\r"])
+async def test_smuggled_end_of_data_is_message_text(listener: Listener, fake_end: bytes) -> None:
+    smuggled = b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\nevil\r\n"
+    raw = b"Subject: smuggle\r\n\r\nbefore" + fake_end + smuggled + b".\r\n"
+    assert await send_raw_data(listener, raw) == [S.DELIVERED]
+    (transaction,) = listener.deliverer.transactions
+    # Only a line that follows CRLF can be dot-stuffed; "\r\n.\n" loses its dot.
+    assert transaction.data == raw[:-3].replace(b"\r\n.\n", b"\r\n\n")
+    assert transaction.mail_from == "a@example.org"
+
+
+async def test_lone_cr_is_kept(listener: Listener) -> None:
+    raw = b"Subject: cr\r\n\r\na\rb\r\n.\r\n"
+    assert await send_raw_data(listener, raw) == [S.DELIVERED]
+    assert listener.deliverer.transactions[0].data == b"Subject: cr\r\n\r\na\rb\r\n"
+
+
+async def test_dot_unstuffing(listener: Listener) -> None:
+    raw = b"Subject: dots\r\n\r\n..\r\n...x\r\n.y\r\na.b\r\n.\r\n"
+    assert await send_raw_data(listener, raw) == [S.DELIVERED]
+    assert listener.deliverer.transactions[0].data == (
+        b"Subject: dots\r\n\r\n.\r\n..x\r\ny\r\na.b\r\n")
+
+
+@pytest.mark.parametrize("message", [
+    pytest.param(b"Subject: nul\x00here\r\n\r\nbody\x00\x00\r\n", id="nul-bytes"),
+    pytest.param(b"just a body, no headers at all\r\n", id="no-headers"),
+    pytest.param(b"\r\n\r\n", id="empty-lines"),
+    pytest.param("Subject: caf\u00e9 \u00fcber\r\nFrom: J\u00f6rg <j@example.org>\r\n\r\n"
+                 "b\u00f6dy\r\n".encode("utf-8"), id="8bit-utf8-headers"),
+    pytest.param(b"Subject: \xff\xfe latin junk\r\n\r\n\xe9t\xe9\r\n", id="8bit-invalid-utf8"),
+    pytest.param(b"Subject: long\r\n\r\n" + b"x" * 3000 + b"\r\n", id="line-over-1000"),
+])
+async def test_hostile_messages_are_delivered_intact(listener: Listener, message: bytes) -> None:
+    client = await listener.client()
+    result = await client.transaction("a@example.org", ["bob@example.org"], message)
+    assert [r.status for r in result.after_data] == [S.DELIVERED]
+    assert listener.deliverer.transactions[0].data == message
+    await assert_no_extra_reply(client)
+
+
+async def test_client_disconnect_mid_data_delivers_nothing(listener: Listener) -> None:
+    client = await listener.client()
+    await client.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+    await client.read_replies(3)
+    await client.send(b"Subject: cut\r\n\r\npartial")
+    await client.close()
+    await asyncio.sleep(0.2)
+    assert listener.deliverer.transactions == []
+    # The server is still fine.
+    other = await listener.client()
+    result = await other.transaction("a@example.org", ["bob@example.org"], MESSAGE)
+    assert [r.status for r in result.after_data] == [S.DELIVERED]
+
+
+# --- graceful shutdown -------------------------------------------------------------------
+
+async def test_drain_closes_idle_connections_with_421(listener: Listener) -> None:
+    client = await listener.client()
+    listener.registry.drain()
+    reply = await client.read_reply()
+    assert reply.status == S.SHUTTING_DOWN
+    assert await client.reader.read() == b""
+    assert await listener.registry.wait_idle(5)
+
+
+async def test_drain_lets_a_transaction_in_flight_finish(listener: Listener) -> None:
+    listener.deliverer.delay = 0.5
+    client = await listener.client()
+    await client.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+    await client.read_replies(3)
+    await client.send(b"Subject: late\r\n\r\n")
+    listener.registry.drain()
+    await asyncio.sleep(0.1)
+    await client.send(b"rest of it\r\n.\r\n")
+    assert (await client.read_reply()).status == S.DELIVERED
+    assert (await client.read_reply()).status == S.SHUTTING_DOWN
+    assert await listener.registry.wait_idle(5)
+    assert len(listener.deliverer.transactions) == 1
