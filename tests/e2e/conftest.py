@@ -1,0 +1,132 @@
+"""A real `mda serve` subprocess on a free port (or a unix socket) with a temp SQLite file.
+
+`start_server(**settings)` starts one with extra `MDA_*` settings, waits for its startup
+line (`listening for LMTP on HOST:PORT`) and returns a `ServerProcess`. At teardown every
+server still running gets SIGTERM and must exit 0 within its shutdown timeout.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MDA_BIN
+from tests.lmtp.client import LMTPClient
+
+_LISTENING = re.compile(r"listening for LMTP on (\S+)")
+
+
+@dataclass
+class ServerProcess:
+    """A running `mda serve`.
+
+    Attributes:
+        proc: the process.
+        where: the bound address as logged: `host:port` or `unix:/path`.
+        log: stderr lines so far (filled by a reader thread).
+    """
+
+    proc: subprocess.Popen[bytes]
+    where: str = ""
+    log: list[str] = field(default_factory=list)
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def host(self) -> str:
+        return self.where.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.where.rsplit(":", 1)[1])
+
+    async def client(self, lhlo: bool = True) -> LMTPClient:
+        """A connected LMTP client (after LHLO unless `lhlo=False`)."""
+        if self.where.startswith("unix:"):
+            client = await LMTPClient.connect(path=self.where[len("unix:"):])
+        else:
+            client = await LMTPClient.connect(self.host, self.port)
+        if lhlo:
+            reply = await client.lhlo("mta.test")
+            assert reply.code == 250, reply
+        return client
+
+    def log_text(self) -> str:
+        return "\n".join(self.log)
+
+    def wait_for_log(self, pattern: str, timeout: float = 10) -> str:
+        """Wait until a stderr line matches `pattern` (regex); return that line."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.log):
+                if regex.search(line):
+                    return line
+            time.sleep(0.02)
+        raise AssertionError(f"no log line matching {pattern!r}; log:\n{self.log_text()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def _read_stderr(server: ServerProcess) -> None:
+    assert server.proc.stderr is not None
+    for raw in server.proc.stderr:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        server.log.append(line)
+        match = _LISTENING.search(line)
+        if match and not server._ready.is_set():
+            server.where = match.group(1)
+            server._ready.set()
+    server._ready.set()
+
+
+@pytest.fixture
+def start_server(mda_env: dict[str, str], tmp_path: Path
+                 ) -> Iterator[Callable[..., ServerProcess]]:
+    """Start `mda serve` with extra settings, e.g. `start_server(MDA_QUOTA_FULL_TEMPFAIL="true")`.
+
+    The listener defaults to 127.0.0.1 on a port the system picks; the working directory is
+    the test's temp dir.
+    """
+    servers: list[ServerProcess] = []
+
+    def start(**settings: str) -> ServerProcess:
+        env = dict(mda_env)
+        env.setdefault("MDA_HOSTNAME", "mx.test")
+        env["MDA_LMTP_LISTEN"] = "127.0.0.1:0"
+        env.update(settings)
+        proc = subprocess.Popen([MDA_BIN, "serve"], env=env, cwd=tmp_path,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        server = ServerProcess(proc)
+        servers.append(server)
+        threading.Thread(target=_read_stderr, args=(server,), daemon=True).start()
+        if not server._ready.wait(60) or not server.where:
+            proc.kill()
+            raise AssertionError(f"mda serve did not start; log:\n{server.log_text()}")
+        return server
+
+    yield start
+    for server in servers:
+        if server.proc.poll() is None:
+            status = server.stop()
+            assert status == 0, f"mda serve exited {status}; log:\n{server.log_text()}"
+
+
+def write(tmp_path: Path, name: str, text: str | bytes) -> str:
+    """Write a file in the temp dir and return its path as text."""
+    path = tmp_path / name
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return str(path)
+
