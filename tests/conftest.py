@@ -5,6 +5,8 @@
 - `mda`: run the real `mda` command line and return the CompletedProcess.
 - `require_tool`: skip when a Debian tool is missing, but fail under CI=true, where
   `.ci/run` must have installed it.
+- `pg_url`: a fresh PostgreSQL database (created and dropped per test; skipped when no
+  server is reachable).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,41 @@ def require_tool() -> Callable[[str], str]:
         return path
 
     return need
+
+
+PG_ADMIN_DSN = os.environ.get("MDA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """SQLAlchemy URL of a new, empty PostgreSQL database, dropped after the test.
+
+    Uses the server named by MDA_TEST_PG_DSN (default: local trust-auth `postgres`); skips
+    when it is unreachable, except under CI=true with MDA_TEST_PG_DSN set. A sync fixture
+    (it runs its own short event loops), so async fixtures can depend on it.
+    """
+    import asyncio
+    import uuid
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    name = f"mda_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        if IN_CI and "MDA_TEST_PG_DSN" in os.environ:
+            pytest.fail(f"PostgreSQL at MDA_TEST_PG_DSN is unreachable: {exc}")
+        pytest.skip(f"PostgreSQL is not reachable: {exc}")
+    try:
+        yield make_url(PG_ADMIN_DSN).set(drivername="postgresql+asyncpg", database=name) \
+            .render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
