@@ -1,1 +1,75 @@
-"""Placeholder until its module lands."""
+"""`mda sieve check FILE` and `mda sieve test SCRIPT MESSAGE`: offline script tools.
+
+Both work on files only and never touch the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from mda.cli import CLIError, sieve
+from mda.config import get_settings
+from mda.sieve import SieveCompileError, compile_script
+from mda.sieve.dryrun import describe, dry_run
+from mda.sieve.interpreter import Environment
+
+
+def _read(path: str, what: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CLIError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def run_environment() -> Environment:
+    """The Environment for offline runs: now, the TZ zone (default UTC), settings."""
+    settings = get_settings()
+    return Environment(now=datetime.now(timezone.utc),
+                       timezone=os.environ.get("TZ") or "UTC",
+                       domain=settings.hostname, host=settings.hostname,
+                       recipient_delimiter=settings.recipient_delimiter)
+
+
+@sieve.command("check")
+@click.argument("file")
+def check(file: str) -> None:
+    """Compile FILE; exit non-zero with `line L, column C: <message>` if it is invalid."""
+    try:
+        compile_script(_read(file, "script"))
+    except SieveCompileError as exc:
+        raise CLIError(f"line {exc.line}, column {exc.column}: {exc.message}") from None
+    click.echo(f"{file}: ok")
+
+
+@sieve.command("test")
+@click.argument("script")
+@click.argument("message")
+@click.option("--envelope-from", "envelope_from", default=None,
+              help='Envelope sender ("" for the null sender <>); default the From address.')
+@click.option("--envelope-to", "envelope_to", default=None,
+              help="Envelope recipient; default the first To address.")
+@click.option("--mailbox", "mailboxes", multiple=True,
+              help="A mailbox that exists (repeatable; INBOX always exists).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def test(script: str, message: str, envelope_from: str | None, envelope_to: str | None,
+         mailboxes: tuple[str, ...], as_json: bool) -> None:
+    """Dry-run SCRIPT on MESSAGE (like sieve-test): list the actions, store nothing."""
+    report = dry_run(_read(script, "script"), _read(message, "message"),
+                     envelope_from=envelope_from, envelope_to=envelope_to,
+                     mailboxes=mailboxes, environment=run_environment())
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False))
+    else:
+        click.echo(describe(report))
+    if report["status"] != "ok":
+        if not as_json:
+            raise CLIError(report["errors"][0])
+        sys.exit(1)
