@@ -298,6 +298,11 @@ def parse(text: bytes) -> list[RawNode]:
             _ACTIVE.pop()
     if not ok:
         offset = parser.lexer.pos
+        if "must follow" in parser.error:
+            # sievelib notices at the closing brace; point at the elsif/else itself
+            offset = max((start for ttype, value, start in tokens
+                          if ttype == "identifier" and value.lower() in (b"elsif", b"else")
+                          and start <= offset), default=offset)
         message = parser.error.split(": ", 1)[-1]
         kind = "syntax"
         if "unknown command" in message:

@@ -39,7 +39,7 @@ def _decode_word(charset: str, encoding: str, text: str) -> str | None:
     charset = charset.split("*", 1)[0]  # RFC 2231 language suffix
     try:
         if encoding in "bB":
-            raw = base64.b64decode(text + "=" * (-len(text) % 4))
+            raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
         else:
             raw = quopri.decodestring(text.replace("_", " ").encode("ascii", "replace"),
                                       header=True)

@@ -100,7 +100,7 @@ def decode_encoded_characters(text: str) -> str:
         kind = m.group(1).lower()
         items = [t for t in _BLANKS.split(m.group(2)) if t]
         limit = 2 if kind == "hex" else 6
-        if not items or not all(re.fullmatch(rf"[0-9A-Fa-f]{{1,{limit}}}", t)
+        if not all(re.fullmatch(rf"[0-9A-Fa-f]{{1,{limit}}}", t)
                                 for t in items):
             continue  # malformed: left as written
         out += text[pos:m.start()].encode("utf-8", "surrogatepass")

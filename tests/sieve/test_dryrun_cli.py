@@ -1,0 +1,77 @@
+"""`mda sieve check` and `mda sieve test` as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.sieve.helpers import MESSAGE
+
+
+def _files(tmp_path: Path, script: str, message: bytes = MESSAGE) -> tuple[str, str]:
+    (tmp_path / "s.sieve").write_text(script, encoding="utf-8")
+    (tmp_path / "m.eml").write_bytes(message)
+    return str(tmp_path / "s.sieve"), str(tmp_path / "m.eml")
+
+
+def test_check_ok(mda, tmp_path: Path) -> None:
+    script, _ = _files(tmp_path, 'require "fileinto"; fileinto "Work";')
+    proc = mda("sieve", "check", script, check=True)
+    assert b"ok" in proc.stdout
+
+
+def test_check_reports_line_and_column(mda, tmp_path: Path) -> None:
+    script, _ = _files(tmp_path, 'require "fileinto"\nfileinto "Work";\n')
+    proc = mda("sieve", "check", script)
+    assert proc.returncode != 0
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mda: error: line 2, column 1: ")
+
+
+def test_check_missing_file(mda, tmp_path: Path) -> None:
+    proc = mda("sieve", "check", str(tmp_path / "nope.sieve"))
+    assert proc.returncode != 0 and b"cannot read script" in proc.stderr
+
+
+def test_json_output(mda, tmp_path: Path) -> None:
+    script, message = _files(tmp_path, 'require ["fileinto", "imap4flags"];\n'
+                             'if header :contains "subject" "report" {\n'
+                             '  fileinto :flags ["\\\\Flagged", "$Work"] "Reports";\n'
+                             '  redirect "Boss@Example.ORG";\n}\n')
+    proc = mda("sieve", "test", script, message, "--json", check=True)
+    assert json.loads(proc.stdout) == {"status": "ok", "errors": [], "actions": [
+        {"action": "redirect", "address": "Boss@Example.ORG"},
+        {"action": "store", "mailbox": "Reports", "flags": ["$work", "\\flagged"]},
+    ]}
+
+
+def test_json_compile_error(mda, tmp_path: Path) -> None:
+    script, message = _files(tmp_path, "keep")
+    proc = mda("sieve", "test", script, message, "--json")
+    report = json.loads(proc.stdout)
+    assert proc.returncode != 0
+    assert report["status"] == "compile_error" and report["actions"] == []
+    assert report["errors"][0].startswith("line 1, column 5: ")
+
+
+def test_null_sender_and_envelope_options(mda, tmp_path: Path) -> None:
+    script, message = _files(tmp_path, 'require ["envelope", "fileinto"];\n'
+                             'if envelope :is "from" "" { fileinto "Null"; }\n'
+                             'if envelope :domain "to" "example.net" { fileinto "Net"; }')
+    proc = mda("sieve", "test", script, message, "--envelope-from", "",
+               "--envelope-to", "u@EXAMPLE.net", "--json", check=True)
+    boxes = [a["mailbox"] for a in json.loads(proc.stdout)["actions"]]
+    assert boxes == ["Net", "Null"]
+
+
+def test_runtime_error_is_reported_with_implicit_keep(mda, tmp_path: Path) -> None:
+    script, message = _files(tmp_path, 'require "reject"; keep; reject "no";')
+    proc = mda("sieve", "test", script, message, check=True)
+    out = proc.stdout.decode()
+    assert "runtime error" in out and 'store into "INBOX"' in out
+
+
+def test_readable_listing(mda, tmp_path: Path) -> None:
+    script, message = _files(tmp_path, 'discard; redirect "a@example.net";')
+    proc = mda("sieve", "test", script, message, check=True)
+    assert proc.stdout.decode().splitlines() == ["discard", "redirect to <a@example.net>"]
