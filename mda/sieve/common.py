@@ -100,6 +100,15 @@ def validate_match(call: Call, compiler: Any) -> Call:
                                         "match_type": match_type})
 
 
+def indexed(call: Call, items: list[Any]) -> list[Any]:
+    """Apply `:index N [:last]` (RFC 5260 §6) to the occurrences of one field."""
+    index = call.tag(":index")
+    if index is None:
+        return items
+    position = len(items) - index if call.tag(":last") else index - 1
+    return [items[position]] if 0 <= position < len(items) else []
+
+
 def check_constants(compiler: Any, values: Sequence[Any], allowed: frozenset[str] | tuple,
                     problem: str) -> None:
     """Fail at compile time when a constant (not a Template) is outside `allowed`.

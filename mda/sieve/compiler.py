@@ -276,6 +276,10 @@ class Compiler:
         self.current = node
         if spec.validate is not None:
             call = spec.validate(call, self)
+        for tag_name in tags:
+            tag = REGISTRY.tag_for(spec.name, tag_name)
+            if tag is not None and tag.check is not None:
+                tag.check(call, self)
         return call
 
     # -- values -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 from mda.sieve.actions import Discard, Keep, Redirect
 from mda.sieve.addresses import parse_address, parse_address_list
 from mda.sieve.common import (ADDRESS_PART_TAGS, COMPARATOR_TAG, MATCH_TAGS, address_part,
-                              check_constants, match, validate_match)
+                              check_constants, indexed, match, validate_match)
 from mda.sieve.errors import SieveRuntimeError
 from mda.sieve.spec import Call, CommandSpec, Extension, TagSpec
 from mda.sieve.strings import Template
@@ -128,17 +128,20 @@ def _validate_tests(call: Call, compiler: Any) -> Call:
     return call
 
 
-def header_values(ctx: Any, names: list[str]) -> list[str]:
-    """Decoded values of the named fields; invalid names match nothing (RFC 5228 §2.4.2.2)."""
+def header_values(ctx: Any, call: Call, names: list[str]) -> list[str]:
+    """Decoded values of the named fields; invalid names match nothing (RFC 5228 §2.4.2.2).
+
+    `:index`/`:last` (RFC 5260 §6) select one occurrence per field name.
+    """
     values: list[str] = []
     for name in names:
         if valid_field_name(name):
-            values.extend(ctx.message.header_values(name))
+            values.extend(indexed(call, ctx.message.header_values(name)))
     return values
 
 
 def _run_header(ctx: Any, call: Call) -> bool:
-    values = header_values(ctx, ctx.strings(call.args[0]))
+    values = header_values(ctx, call, ctx.strings(call.args[0]))
     return match(ctx, call, values, ctx.strings(call.args[1]))
 
 
@@ -154,7 +157,7 @@ def address_values(ctx: Any, call: Call, fields: list[str]) -> list[str]:
     for name in fields:
         if not valid_field_name(name) or name.lower() not in ADDRESS_HEADERS:
             continue
-        for raw in ctx.message.raw_header_values(name):
+        for raw in indexed(call, ctx.message.raw_header_values(name)):
             for addr in parse_address_list(raw):
                 if addr is None:
                     continue

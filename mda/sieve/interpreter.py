@@ -53,7 +53,7 @@ class Environment:
         remote_host, remote_ip: the SMTP client (RFC 5183), if known.
         recipient_delimiter: subaddress separator characters (RFC 5233).
         vacation_min_seconds, vacation_default_seconds, vacation_max_seconds: bounds for
-            :days/:seconds (RFC 5230 §4.1, RFC 6131 §2).
+            :days/:seconds (RFC 5230 §4.1, RFC 6131 §2); max 0 = no upper bound.
         user_addresses: addresses that belong to the user besides the recipient.
         spamtest_header, spamtest_max, virustest_header, virustest_values: RFC 5235
             configuration, as `MDA_SPAMTEST_*` documents.
@@ -73,7 +73,7 @@ class Environment:
     recipient_delimiter: str = "+"
     vacation_min_seconds: int = 86400
     vacation_default_seconds: int = 7 * 86400
-    vacation_max_seconds: int = 90 * 86400
+    vacation_max_seconds: int = 0
     user_addresses: tuple[str, ...] = ()
     spamtest_header: str = "X-Spam-Score: score=(-?[0-9]+(\\.[0-9]+)?)"
     spamtest_max: float = 10.0

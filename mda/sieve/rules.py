@@ -106,14 +106,8 @@ class ActionList:
         Raises:
             SieveRuntimeError: it conflicts with an earlier action, or a limit is hit.
         """
+        self.check(action, line)
         kind = kind_of(action)
-        conflicts = RULES[kind][1]
-        for entry in self.entries:
-            other = kind_of(entry.action)
-            if other in conflicts or kind in RULES[other][1]:
-                raise SieveRuntimeError(
-                    f"{_describe(action)} conflicts with earlier {_describe(entry.action)} "
-                    "(RFC 5228 §2.10.3, RFC 5429 §2)", line)
         if cancels_implicit_keep(action):
             self.implicit_keep = False
         key = duplicate_key(action)
@@ -130,6 +124,21 @@ class ActionList:
         if len(self.entries) >= self.max_actions:
             raise SieveRuntimeError(f"too many actions (limit {self.max_actions})", line)
         self.entries.append(_Entry(action, line))
+
+    def check(self, action: Action, line: int = 0) -> None:
+        """Refuse an action that conflicts with one executed before (the table above).
+
+        Raises:
+            SieveRuntimeError: the conflict, naming both actions.
+        """
+        kind = kind_of(action)
+        conflicts = RULES[kind][1]
+        for entry in self.entries:
+            other = kind_of(entry.action)
+            if other in conflicts or kind in RULES[other][1]:
+                raise SieveRuntimeError(
+                    f"{_describe(action)} conflicts with earlier {_describe(entry.action)} "
+                    "(RFC 5228 §2.10.3, RFC 5429 §2)", line)
 
     def finish(self, implicit_flags: frozenset[str]) -> tuple[Action, ...]:
         """The final list, with the implicit keep appended when still in force."""

@@ -32,6 +32,8 @@ class TagSpec:
         extension: the capability that must be required to use the tag (None = core).
         impl: behaviour shared by a group: the matcher of a match-type tag, the
             extractor of an address-part tag.
+        check: extra compile-time check run when the tag is used, `check(call, compiler)`
+            (after the command's own `validate`).
     """
 
     name: str
@@ -40,6 +42,7 @@ class TagSpec:
     commands: tuple[str, ...] = ()
     extension: str | None = None
     impl: Callable[..., Any] | None = None
+    check: Callable[[Call, Any], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,11 @@ the registration order; a capability's commands and tags come from its own modul
 
 from __future__ import annotations
 
-from mda.sieve.extensions import (copy, encoded_character, envelope, ereject, fileinto,
-                                  imap4flags, reject, variables)
+from mda.sieve.extensions import (comparator_numeric, comparator_unicode, copy,
+                                  encoded_character, envelope, environment, ereject,
+                                  fileinto, ihave, imap4flags, index, mailbox, regex,
+                                  reject, relational, subaddress, vacation,
+                                  vacation_seconds, variables)
 from mda.sieve.spec import Extension
 
 EXTENSIONS: tuple[Extension, ...] = (
@@ -20,4 +23,15 @@ EXTENSIONS: tuple[Extension, ...] = (
     copy.EXTENSION,
     imap4flags.EXTENSION,
     variables.EXTENSION,
+    relational.EXTENSION,
+    comparator_numeric.EXTENSION,
+    comparator_unicode.EXTENSION,
+    subaddress.EXTENSION,
+    mailbox.EXTENSION,
+    index.EXTENSION,
+    regex.EXTENSION,
+    environment.EXTENSION,
+    ihave.EXTENSION,
+    vacation.EXTENSION,
+    vacation_seconds.EXTENSION,
 )

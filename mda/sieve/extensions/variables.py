@@ -126,5 +126,6 @@ EXTENSION = Extension(
         TagSpec(":upperfirst", commands=("set",), group="case30"),
         TagSpec(":quotewildcard", commands=("set",), group="quote20"),
         TagSpec(":length", commands=("set",), group="length10"),
+        TagSpec(":encodeurl", commands=("set",), group="quote15", extension="enotify"),
     ),
 )
