@@ -11,7 +11,7 @@ import mda.sieve
 
 SIEVE_DIR = Path(mda.sieve.__file__).resolve().parent
 FORBIDDEN = {"asyncio", "socket", "ssl", "selectors", "sqlalchemy", "aiosqlite", "asyncpg",
-             "aiosmtpd", "aiosmtplib", "time", "subprocess", "http", "urllib",
+             "aiosmtpd", "aiosmtplib", "time", "subprocess", "http", "urllib.request",
              "multiprocessing", "mda.store", "mda.delivery", "mda.lmtp", "mda.config",
              "mda.cli"}
 CLOCK_CALLS = ("datetime.now", "datetime.utcnow", "date.today", "time.time", ".now(")

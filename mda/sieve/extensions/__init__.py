@@ -7,7 +7,7 @@ the registration order; a capability's commands and tags come from its own modul
 
 from __future__ import annotations
 
-from mda.sieve.extensions import (body, comparator_numeric, comparator_unicode, copy,
+from mda.sieve.extensions import (body, comparator_numeric, enotify, comparator_unicode, copy,
                                   encoded_character, envelope, environment, ereject,
                                   fileinto, ihave, imap4flags, index, mailbox, regex,
                                   reject, relational, subaddress, vacation,
@@ -35,4 +35,5 @@ EXTENSIONS: tuple[Extension, ...] = (
     vacation.EXTENSION,
     vacation_seconds.EXTENSION,
     body.EXTENSION,
+    enotify.EXTENSION,
 )
