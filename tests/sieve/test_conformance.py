@@ -103,7 +103,7 @@ def test_case(case: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MDA_")}
     env.update(TZ="UTC", MDA_RECIPIENT_DELIMITER="+",
                MDA_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'unused.sqlite3'}")
-    proc = subprocess.run(args, capture_output=True, env=env, timeout=60)
+    proc = subprocess.run(args, capture_output=True, env=env, timeout=180)
     assert proc.stdout, proc.stderr.decode(errors="replace")
     got = json.loads(proc.stdout)
     expected = spec["expected"]
