@@ -34,7 +34,37 @@ def run_async(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """A group whose usage errors (missing argument, bad option value ...) are one line
+    `mda: error: <reason>` (exit status 2) like every other failure, not click's usage block.
+    `mda` or `mda user` alone still print the help."""
+
+    group_class = type  # subgroups are of this class too
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _usage_error(exc) from exc
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _usage_error(exc) from exc
+
+
+def _usage_error(exc: click.UsageError) -> click.ClickException:
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc
+    where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    error = CLIError(f"{exc.format_message()}{where}")
+    error.exit_code = 2
+    return error
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mda")
 def main() -> None:
     """mda: Sieve-filtering mail delivery agent."""

@@ -1,1 +1,339 @@
-"""Placeholder until its module lands."""
+"""Operator commands on the store: `mda db`, `mda user`, `mda quota`, `mda mailbox`,
+`mda message`.
+
+Every command opens the database named by `MDA_DATABASE_URL`, does its work in one
+transaction and exits 0; any failure (bad address, unknown user, database down, ...) is one
+line `mda: error: <reason>` on stderr and a non-zero exit status.
+
+JSON output (`--json`) is the machine interface the tests and scripts rely on:
+- `user list --json`: `[{"address", "storage_used", "storage_limit", "messages_used",
+  "messages_limit"}]`
+- `quota show ADDRESS --json`: `{"storage_used": bytes, "storage_limit": bytes|null,
+  "messages_used": n, "messages_limit": n|null}`
+- `mailbox list ADDRESS --json`: `[{"name", "messages", "bytes"}]`
+- `message list ADDRESS --json`: `[{"mailbox", "uid", "size", "flags", "subject", "from"}]`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mda.cli import CLIError, db, mailbox, message, quota, user
+from mda.config import Settings, get_settings, parse_size
+from mda.store import (
+    UNCHANGED,
+    QuotaUsage,
+    Store,
+    StoreError,
+    User,
+    add_user,
+    delete_message,
+    delete_user,
+    get_user,
+    list_mailboxes,
+    list_messages,
+    list_users,
+    message_bytes,
+    quota_usage,
+    set_quota,
+)
+from mda.store.engine import safe_url
+
+T = TypeVar("T")
+
+
+def load_settings() -> Settings:
+    """mda's settings, with an invalid value reported as one CLI error line.
+
+    Raises:
+        CLIError: a setting (environment variable or TOML file) is invalid or unreadable.
+    """
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "MDA_" + str(first["loc"][0]).upper() if first.get("loc") else "settings"
+        raise CLIError(f"invalid setting {name}: {first['msg']}") from exc
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot read settings: {exc}") from exc
+
+
+def with_store(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """Decorator for a command body `async def body(store, **params)`: runs it with a Store
+    on the configured database, closes the store, and turns store errors into one CLI line.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        settings = load_settings()
+
+        async def run() -> T:
+            store = Store(settings.database_url)
+            try:
+                return await fn(store, *args, **kwargs)
+            finally:
+                await store.dispose()
+
+        try:
+            return asyncio.run(run())
+        except StoreError as exc:
+            raise CLIError(str(exc)) from exc
+
+    return wrapper
+
+
+def parse_count(text: str) -> int:
+    """Parse a message count: a whole number >= 0.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if not text.strip().isdigit():
+        raise ValueError(f"not a message count: {text!r} (use a whole number >= 0)")
+    return int(text)
+
+
+class LimitType(click.ParamType):
+    """A quota limit parsed by `parse` (`parse_size` or `parse_count`); with `allow_none`,
+    `none` means unlimited (None)."""
+
+    def __init__(self, name: str, parse: Callable[[str], int], allow_none: bool = False) -> None:
+        self.name = name
+        self.parse = parse
+        self.allow_none = allow_none
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | None:
+        if not isinstance(value, str):  # a default (None, UNCHANGED) or already converted
+            return value
+        if self.allow_none and value.strip().lower() == "none":
+            return None
+        try:
+            return self.parse(value)
+        except ValueError as exc:
+            self.fail(f"{exc}{' or none' if self.allow_none else ''}", param, ctx)
+
+
+SIZE = LimitType("SIZE", parse_size)
+COUNT = LimitType("N", parse_count)
+SIZE_OR_NONE = LimitType("SIZE|none", parse_size, allow_none=True)
+COUNT_OR_NONE = LimitType("N|none", parse_count, allow_none=True)
+
+
+async def for_user(store: Store, address: str,
+                   fetch: Callable[[AsyncSession, User], Awaitable[T]], *,
+                   write: bool = False) -> tuple[User, T]:
+    """Run `fetch(session, user)` for the user ADDRESS in one transaction.
+
+    Args:
+        store: the store.
+        address: the user's address.
+        fetch: what to do with the session and the user.
+        write: a write transaction (committed) instead of a read.
+
+    Returns:
+        The user and what `fetch` returned.
+
+    Raises:
+        InvalidAddress, UserNotFound, StoreUnavailable, and whatever `fetch` raises.
+    """
+    async with (store.transaction() if write else store.read()) as session:
+        owner = await get_user(session, address)
+        return owner, await fetch(session, owner)
+
+
+def emit_bytes(data: bytes) -> None:
+    """Write bytes to stdout exactly as they are (no newline, no re-encoding)."""
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def emit_json(value: Any) -> None:
+    """Print a value as JSON on one line (UTF-8, not ASCII-escaped)."""
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+
+def _limit(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)
+
+
+def _usage_dict(usage: QuotaUsage) -> dict[str, int | None]:
+    return {"storage_used": usage.storage_used, "storage_limit": usage.storage_limit,
+            "messages_used": usage.messages_used, "messages_limit": usage.messages_limit}
+
+
+# ---------------------------------------------------------------- mda db
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema to the newest revision."""
+    from mda.store.migrate import head_revision, upgrade  # alembic is slow to import
+
+    settings = load_settings()
+    try:
+        upgrade(settings.database_url)
+    except StoreError as exc:
+        raise CLIError(str(exc)) from exc
+    click.echo(f"database {safe_url(settings.database_url)} is at revision {head_revision()}")
+
+
+# ---------------------------------------------------------------- mda user
+
+
+@user.command("add")
+@click.argument("address")
+@click.option("--quota-storage", type=SIZE, default=None,
+              help="Storage limit: bytes, or a number with K, M or G. Default unlimited.")
+@click.option("--quota-messages", type=COUNT, default=None,
+              help="Message-count limit. Default unlimited.")
+@with_store
+async def user_add(store: Store, address: str, quota_storage: int | None,
+                   quota_messages: int | None) -> None:
+    """Add user ADDRESS (domain lower-cased) with an INBOX."""
+    async with store.transaction() as session:
+        new = await add_user(session, address, storage_limit=quota_storage,
+                             messages_limit=quota_messages)
+    click.echo(f"added {new.address}")
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_store
+async def user_list(store: Store, as_json: bool) -> None:
+    """List users with their quota usage."""
+    async with store.read() as session:
+        users = await list_users(session)
+    if as_json:
+        emit_json([{"address": u.address, **_usage_dict(QuotaUsage.of(u))} for u in users])
+        return
+    for u in users:
+        click.echo(f"{u.address}  storage {u.storage_used}/{_limit(u.storage_limit)} bytes  "
+                   f"messages {u.messages_used}/{_limit(u.messages_limit)}")
+
+
+@user.command("delete")
+@click.argument("address")
+@with_store
+async def user_delete(store: Store, address: str) -> None:
+    """Delete user ADDRESS with all mailboxes, messages and Sieve scripts."""
+    async with store.transaction() as session:
+        gone = await get_user(session, address)
+        await delete_user(session, address)
+    click.echo(f"deleted {gone.address}")
+
+
+@user.command("set-quota")
+@click.argument("address")
+@click.option("--storage", type=SIZE_OR_NONE, default=UNCHANGED,
+              help="Storage limit (bytes, K, M, G) or 'none' for unlimited.")
+@click.option("--messages", type=COUNT_OR_NONE, default=UNCHANGED,
+              help="Message-count limit or 'none' for unlimited.")
+@with_store
+async def user_set_quota(store: Store, address: str, storage: Any, messages: Any) -> None:
+    """Change the quota limits of ADDRESS; usage is kept."""
+    if storage is UNCHANGED and messages is UNCHANGED:
+        raise CLIError("nothing to change: give --storage and/or --messages")
+    async with store.transaction() as session:
+        changed = await set_quota(session, address, storage_limit=storage,
+                                  messages_limit=messages)
+    click.echo(f"{changed.address}: storage limit {_limit(changed.storage_limit)}, "
+               f"message limit {_limit(changed.messages_limit)}")
+
+
+# ---------------------------------------------------------------- mda quota
+
+
+@quota.command("show")
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_store
+async def quota_show(store: Store, address: str, as_json: bool) -> None:
+    """Show the quota usage and limits of ADDRESS."""
+    async with store.read() as session:
+        usage = await quota_usage(session, address)
+    if as_json:
+        emit_json(_usage_dict(usage))
+        return
+    click.echo(f"storage  {usage.storage_used} / {_limit(usage.storage_limit)} bytes")
+    click.echo(f"messages {usage.messages_used} / {_limit(usage.messages_limit)}")
+
+
+# ---------------------------------------------------------------- mda mailbox
+
+
+@mailbox.command("list")
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_store
+async def mailbox_list(store: Store, address: str, as_json: bool) -> None:
+    """List the mailboxes of ADDRESS with message count and size."""
+    _, boxes = await for_user(store, address, lambda s, u: list_mailboxes(s, u.id))
+    if as_json:
+        emit_json([{"name": b.name, "messages": b.messages, "bytes": b.bytes} for b in boxes])
+        return
+    for b in boxes:
+        click.echo(f"{b.name}  {b.messages} messages  {b.bytes} bytes")
+
+
+# ---------------------------------------------------------------- mda message
+
+
+@message.command("list")
+@click.argument("address")
+@click.option("--mailbox", "mailbox_name", default=None, help="Only this mailbox.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_store
+async def message_list(store: Store, address: str, mailbox_name: str | None,
+                       as_json: bool) -> None:
+    """List the stored messages of ADDRESS."""
+    _, infos = await for_user(store, address,
+                              lambda s, u: list_messages(s, u.id, mailbox_name))
+    if as_json:
+        emit_json([{"mailbox": m.mailbox, "uid": m.uid, "size": m.size, "flags": list(m.flags),
+                    "subject": m.subject, "from": m.sender} for m in infos])
+        return
+    for m in infos:
+        flags = " ".join(m.flags) or "-"
+        click.echo(f"{m.mailbox}  {m.uid}  {m.size}  {flags}  {m.sender}  {m.subject}")
+
+
+def _uid(value: str) -> int:
+    if not value.isdigit() or int(value) == 0:
+        raise CLIError(f"not a UID: {value!r} (use a whole number >= 1)")
+    return int(value)
+
+
+@message.command("show")
+@click.argument("address")
+@click.argument("mailbox_name", metavar="MAILBOX")
+@click.argument("uid")
+@with_store
+async def message_show(store: Store, address: str, mailbox_name: str, uid: str) -> None:
+    """Write the stored bytes of message UID in MAILBOX to stdout."""
+    number = _uid(uid)
+    _, data = await for_user(store, address,
+                             lambda s, u: message_bytes(s, u.id, mailbox_name, number))
+    emit_bytes(data)
+
+
+@message.command("delete")
+@click.argument("address")
+@click.argument("mailbox_name", metavar="MAILBOX")
+@click.argument("uid")
+@with_store
+async def message_delete(store: Store, address: str, mailbox_name: str, uid: str) -> None:
+    """Delete message UID from MAILBOX, freeing its quota."""
+    number = _uid(uid)
+    _, freed = await for_user(store, address, write=True,
+                              fetch=lambda s, u: delete_message(s, u.id, mailbox_name, number))
+    click.echo(f"deleted UID {number} from {mailbox_name}, freed {freed} bytes")

@@ -77,7 +77,7 @@ def create_engine(url: str) -> AsyncEngine:
             engine = create_async_engine(parsed, pool_pre_ping=True, pool_size=10,
                                          max_overflow=10)
     except Exception as exc:  # ArgumentError, NoSuchModuleError, ImportError
-        raise StoreUnavailable(f"cannot use database URL {_safe(url)}: {exc}") from exc
+        raise StoreUnavailable(f"cannot use database URL {safe_url(url)}: {exc}") from exc
     return engine
 
 
@@ -100,8 +100,15 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(_BEGIN_OPTION, '')}")
 
 
-def _safe(url: str | URL) -> str:
-    """The URL with any password hidden, for messages."""
+def safe_url(url: str | URL) -> str:
+    """The URL with any password hidden, for messages and logs.
+
+    Args:
+        url: a SQLAlchemy URL (need not be valid).
+
+    Returns:
+        The URL as text with the password masked, or `<unparseable URL>`.
+    """
     try:
         return (make_url(url) if isinstance(url, str) else url).render_as_string(
             hide_password=True)
@@ -109,8 +116,15 @@ def _safe(url: str | URL) -> str:
         return "<unparseable URL>"
 
 
-def _is_unavailable(exc: BaseException) -> bool:
-    """Whether an exception means the database cannot be used (rather than a bug of ours)."""
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether an exception means the database cannot be used (rather than a bug of ours).
+
+    Args:
+        exc: an exception raised while talking to the database.
+
+    Returns:
+        True for connection failures, timeouts, locks and other operational errors.
+    """
     if isinstance(exc, (OperationalError, InterfaceError, OSError, ConnectionError,
                         asyncio.TimeoutError)):
         return True
@@ -121,7 +135,8 @@ def _is_unavailable(exc: BaseException) -> bool:
     return module.startswith("asyncpg") and "Connection" in type(exc).__name__
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
+    """The driver's own message of a database exception (without SQLAlchemy's SQL dump)."""
     orig = getattr(exc, "orig", None)
     return str(orig if orig is not None else exc) or type(exc).__name__
 
@@ -226,8 +241,8 @@ class Store:
         except StoreUnavailable:
             raise
         except Exception as exc:
-            if _is_unavailable(exc):
-                raise StoreUnavailable(f"database unavailable: {_reason(exc)}") from exc
+            if is_unavailable(exc):
+                raise StoreUnavailable(f"database unavailable: {error_reason(exc)}") from exc
             raise
 
 

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from mda.store.engine import _is_unavailable, _reason, ensure_sqlite_directory
+from mda.store.engine import is_unavailable, error_reason, ensure_sqlite_directory
 from mda.store.errors import StoreUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
@@ -63,9 +63,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     except StoreUnavailable:
         raise
     except Exception as exc:
-        if _is_unavailable(exc):
-            raise StoreUnavailable(f"database unavailable: {_reason(exc)}") from exc
-        raise StoreUnavailable(f"migration failed: {_reason(exc)}") from exc
+        if is_unavailable(exc):
+            raise StoreUnavailable(f"database unavailable: {error_reason(exc)}") from exc
+        raise StoreUnavailable(f"migration failed: {error_reason(exc)}") from exc
 
 
 def downgrade(url: str, revision: str) -> None:
@@ -77,7 +77,7 @@ def downgrade(url: str, revision: str) -> None:
     try:
         command.downgrade(alembic_config(url), revision)
     except Exception as exc:
-        raise StoreUnavailable(f"migration failed: {_reason(exc)}") from exc
+        raise StoreUnavailable(f"migration failed: {error_reason(exc)}") from exc
 
 
 async def upgrade_async(url: str, revision: str = "head") -> None:
