@@ -69,6 +69,13 @@ class MessageInfo:
     internal_date: datetime
 
 
+def is_valid_flag(flag: str) -> bool:
+    """Whether a flag can be stored: not empty, no whitespace or control characters
+    (an IMAP flag is an atom or a `\\`-prefixed atom, RFC 3501 §9 `flag`)."""
+    return bool(flag) and not any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F
+                                  for ch in flag)
+
+
 def encode_flags(flags: frozenset[str] | set[str] | tuple[str, ...]) -> str:
     """The stored form of a flag set: the flags sorted, space separated.
 
@@ -76,7 +83,7 @@ def encode_flags(flags: frozenset[str] | set[str] | tuple[str, ...]) -> str:
         StoreError: a flag is empty or contains whitespace or a control character.
     """
     for flag in flags:
-        if not flag or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in flag):
+        if not is_valid_flag(flag):
             raise StoreError(f"invalid flag {flag!r}")
     return " ".join(sorted(set(flags)))
 
@@ -151,7 +158,7 @@ async def list_messages(session: AsyncSession, user_id: int,
     rows = (await session.execute(query)).all()
     infos = []
     for name, uid, size, flags, date, prefix, head in rows:
-        subject, sender = _subject_and_from(bytes(prefix) + bytes(head))
+        subject, sender = _subject_and_from(bytes(prefix) + bytes(head or b""))
         infos.append(MessageInfo(name, int(uid), int(size), decode_flags(flags),
                                  subject, sender, date))
     return sorted(infos, key=lambda m: (m.mailbox != "INBOX", m.mailbox, m.uid))
