@@ -25,13 +25,13 @@ from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mda.cli import CLIError, db, mailbox, message, quota, user
 from mda.config import Settings, get_settings, parse_size
 from mda.store import (
     UNCHANGED,
     QuotaUsage,
+    Session,
     Store,
     StoreError,
     User,
@@ -130,7 +130,7 @@ COUNT_OR_NONE = LimitType("N|none", parse_count, allow_none=True)
 
 
 async def for_user(store: Store, address: str,
-                   fetch: Callable[[AsyncSession, User], Awaitable[T]], *,
+                   fetch: Callable[[Session, User], Awaitable[T]], *,
                    write: bool = False) -> tuple[User, T]:
     """Run `fetch(session, user)` for the user ADDRESS in one transaction.
 

@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mda import replies
 from mda.config import Settings
@@ -57,6 +56,7 @@ from mda.store import (
     INBOX,
     InvalidInput,
     Mailbox,
+    Session,
     Store,
     StoreError,
     User,
@@ -180,7 +180,7 @@ class Deliverer:
             return replies.over_quota(address, tempfail=self.settings.quota_full_tempfail)
         return None
 
-    async def _resolve(self, session: AsyncSession, address: str) -> User | None:
+    async def _resolve(self, session: Session, address: str) -> User | None:
         """The user for a recipient: the exact address, else without its subaddress
         (RFC 5233 §4); None when neither exists or the address is malformed."""
         try:
@@ -384,13 +384,13 @@ class Deliverer:
         return tuple(stored)
 
     @staticmethod
-    async def _mailbox(session: AsyncSession, user_id: int, name: str,
+    async def _mailbox(session: Session, user_id: int, name: str,
                        create: bool) -> Mailbox:
         if create or name == INBOX:
             return await ensure_mailbox(session, user_id, name)
         return await get_mailbox(session, user_id, name)
 
-    async def _record(self, session: AsyncSession, plan: _Plan, queue_id: str) -> None:
+    async def _record(self, session: Session, plan: _Plan, queue_id: str) -> None:
         for problem in plan.problems:
             await record_sieve_error(session, plan.user.id, kind=problem.kind,
                                      message=problem.message, script_name=plan.script_name,

@@ -12,14 +12,18 @@ async with store.read() as session:
 ```
 
 Schema changes only through alembic (`mda.store.migrate.upgrade(url)`). The exceptions are
-drawn in `mda.store.errors`.
+drawn in `mda.store.errors`. `Session` is the session type store functions take; other
+packages use that name and never import SQLAlchemy themselves.
 """
+
+from sqlalchemy.ext.asyncio import AsyncSession as Session
 
 from mda.store.blobs import (
     delete_orphan_blobs,
     drop_blob_if_unreferenced,
     release_blob,
     store_blob,
+    sweep_orphan_blobs,
 )
 from mda.store.engine import Store, sqlite_path
 from mda.store.errors import (
@@ -98,7 +102,7 @@ __all__ = [
     "QuotaExceeded", "ScriptActive", "ScriptNotFound", "StoreError", "StoreUnavailable",
     "UserExists", "UserNotFound",
     "Mailbox", "MailboxSummary", "MessageInfo", "QuotaUsage", "SieveError", "SieveScript",
-    "Store", "StoredMessage", "User",
+    "Session", "Store", "StoredMessage", "User",
     "activate_script", "active_script", "add_user", "allocate_uid", "append_message",
     "charge_quota", "create_mailbox", "deactivate_scripts", "delete_message",
     "delete_orphan_blobs", "delete_script", "delete_user", "drop_blob_if_unreferenced",
@@ -107,4 +111,5 @@ __all__ = [
     "message_bytes", "normalize_address", "normalize_mailbox_name", "normalize_script_name",
     "put_script", "quota_usage", "record_sieve_error", "release_blob", "release_quota",
     "rename_script", "set_quota", "split_subaddress", "sqlite_path", "store_blob",
+    "sweep_orphan_blobs",
 ]

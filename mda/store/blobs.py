@@ -12,6 +12,7 @@ from datetime import timedelta
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mda.store.engine import Store
 from mda.store.errors import StoreError
 from mda.store.models import MessageBlob, utcnow
 
@@ -82,3 +83,27 @@ async def release_blob(session: AsyncSession, blob_id: int, references: int = 1)
         .values(refcount=MessageBlob.refcount - references)
         .execution_options(synchronize_session=False))
     await drop_blob_if_unreferenced(session, blob_id)
+
+
+ORPHAN_AGE = timedelta(hours=1)
+
+
+async def sweep_orphan_blobs(store: Store, older_than: timedelta = ORPHAN_AGE) -> int:
+    """Delete unreferenced blobs older than `older_than` in their own transaction.
+
+    For `mda serve` at start (and periodically): a blob is left without references when
+    the process stopped between storing it and committing any recipient's copy. The age
+    threshold keeps blobs of deliveries other instances still have in flight.
+
+    Args:
+        store: the store.
+        older_than: minimum age of a blob to delete.
+
+    Returns:
+        How many blobs were deleted.
+
+    Raises:
+        StoreUnavailable: the database cannot be used.
+    """
+    async with store.transaction() as session:
+        return await delete_orphan_blobs(session, older_than)

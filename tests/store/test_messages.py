@@ -26,7 +26,7 @@ from mda.store import (
     mailbox_names,
     message_bytes,
 )
-from mda.store.blobs import delete_orphan_blobs, drop_blob_if_unreferenced
+from mda.store.blobs import delete_orphan_blobs, drop_blob_if_unreferenced, sweep_orphan_blobs
 from mda.store.models import Mailbox, Message, MessageBlob, User
 from tests.store.conftest import NOW, new_blob, new_user
 
@@ -205,8 +205,9 @@ async def test_orphan_blobs_are_swept(store: Store) -> None:
     await append(store, joe, used)
     async with store.transaction() as session:
         assert await delete_orphan_blobs(session, timedelta(hours=1)) == 0  # too young
-        assert await delete_orphan_blobs(session, timedelta(seconds=-1)) == 1
         assert not await drop_blob_if_unreferenced(session, used)
+    assert await sweep_orphan_blobs(store) == 0
+    assert await sweep_orphan_blobs(store, timedelta(seconds=-1)) == 1
     assert await blob_refcounts(store) == {used: 1}
     assert orphan not in await blob_refcounts(store)
 
