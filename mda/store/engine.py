@@ -34,6 +34,7 @@ from mda.store.errors import StoreUnavailable
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT = 30.0  # seconds a SQLite connection waits for another process's write lock
+CONNECT_TIMEOUT = 10.0  # seconds to reach PostgreSQL (or get a pooled connection) before 451
 _BEGIN_OPTION = "mda_sqlite_begin"
 
 
@@ -74,8 +75,11 @@ def create_engine(url: str) -> AsyncEngine:
                 parsed, connect_args={"timeout": BUSY_TIMEOUT}, pool_size=8, max_overflow=8)
             _configure_sqlite(engine)
         else:
+            connect_args = {"timeout": CONNECT_TIMEOUT} if parsed.get_driver_name() == "asyncpg" \
+                else {}
             engine = create_async_engine(parsed, pool_pre_ping=True, pool_size=10,
-                                         max_overflow=10)
+                                         max_overflow=10, pool_timeout=CONNECT_TIMEOUT,
+                                         connect_args=connect_args)
     except Exception as exc:  # ArgumentError, NoSuchModuleError, ImportError
         raise StoreUnavailable(f"cannot use database URL {safe_url(url)}: {exc}") from exc
     return engine
