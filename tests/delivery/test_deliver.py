@@ -7,12 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from mda.config import Settings
-from mda.delivery import REDIRECT_UNAVAILABLE, Deliverer
+from mda.delivery import REDIRECT_UNAVAILABLE, Deliverer, normalize_line_endings
 from mda.store import (
     Store,
+    add_user,
+    create_mailbox,
+    find_user,
     get_user,
     list_mailboxes,
     list_messages,
@@ -125,7 +130,6 @@ async def test_fileinto_existing_missing_create_and_autocreate(
               'fileinto "Reports";\r\nfileinto "Nope";\r\nfileinto :create "New/Box";\r\n')
     user = await make_user(store, script=script)
     async with store.transaction() as session:
-        from mda.store import create_mailbox
         await create_mailbox(session, user.id, "Reports")
     deliverer = Deliverer(store, settings_factory(store.url))
     [outcome] = await deliverer.deliver(transaction("joe@example.com"))
@@ -297,3 +301,22 @@ async def test_recipient_deleted_since_rcpt_is_unknown(store: Store,
                                                        deliverer: Deliverer) -> None:
     [outcome] = await deliverer.deliver(transaction("gone@example.com"))
     assert (outcome.reply.enhanced, outcome.result) == ("5.1.1", "unknown_user")
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300) | st.text(max_size=200).map(lambda t: t.encode("utf-8")))
+async def test_any_bytes_are_stored_as_received_with_crlf(store: Store, deliverer: Deliverer,
+                                                          data: bytes) -> None:
+    """Whatever arrives is stored (CRLF-normalised, after the prefix) and counted exactly."""
+    async with store.transaction() as session:
+        user = (await find_user(session, "any@example.com")
+                or await add_user(session, "any@example.com"))
+    before = await usage(store, user.address)
+    [outcome] = await deliverer.deliver(transaction("any@example.com", data=data))
+    assert outcome.result == "stored", outcome
+    [*_, (_, _, message)] = await stored(store, "any@example.com")
+    assert message.endswith(normalize_line_endings(data))
+    assert message.replace(b"\r\n", b"").count(b"\n") == 0
+    after = await usage(store, user.address)
+    assert after == (before[0] + len(message), before[1] + 1)
