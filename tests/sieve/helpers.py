@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from mda.sieve import Envelope, Limits, Result, compile_script, evaluate, parse_message
+from typing import Any
+
+from mda.sieve import (Envelope, Environment, Limits, Result, compile_script, evaluate,
+                       parse_message)
 from mda.sieve.dryrun import MailboxList, result_json
 
 MESSAGE = (b"From: \"Alice Example\" <alice@example.org>\r\n"
@@ -14,11 +17,14 @@ MESSAGE = (b"From: \"Alice Example\" <alice@example.org>\r\n"
 
 
 def run(script: str, message: bytes = MESSAGE, *, mail_from: str = "alice@example.org",
-        rcpt_to: str = "bob+work@example.com", limits: Limits | None = None) -> Result:
-    """Compile and evaluate; the mailboxes INBOX, Archive and Work exist."""
+        rcpt_to: str = "bob+work@example.com", limits: Limits | None = None,
+        environment: Environment | None = None, host: Any = None) -> Result:
+    """Compile and evaluate; by default the mailboxes INBOX, Archive and Work exist."""
     program = compile_script(script, limits=limits)
     return evaluate(program, parse_message(message), Envelope(mail_from, rcpt_to),
-                    host=MailboxList(frozenset({"Archive", "Work"})), limits=limits)
+                    environment,
+                    host if host is not None else MailboxList(frozenset({"Archive", "Work"})),
+                    limits=limits)
 
 
 def stores(script: str, message: bytes = MESSAGE, **kwargs) -> list[str]:

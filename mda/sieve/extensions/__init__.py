@@ -12,6 +12,7 @@ from mda.sieve.extensions import (body, comparator_numeric, enotify, comparator_
                                   fileinto, ihave, imap4flags, index, mailbox, regex,
                                   reject, relational, subaddress, vacation,
                                   vacation_seconds, variables)
+from mda.sieve.extensions import date
 from mda.sieve.spec import Extension
 
 EXTENSIONS: tuple[Extension, ...] = (
@@ -29,6 +30,7 @@ EXTENSIONS: tuple[Extension, ...] = (
     subaddress.EXTENSION,
     mailbox.EXTENSION,
     index.EXTENSION,
+    date.EXTENSION,
     regex.EXTENSION,
     environment.EXTENSION,
     ihave.EXTENSION,
