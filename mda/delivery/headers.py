@@ -23,6 +23,11 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 def normalize_line_endings(data: bytes) -> bytes:
     """Turn every bare LF and lone CR into CRLF.
 
+    A client that writes LF-only lines still ends DATA with CRLF.CRLF, whose first CRLF
+    ends the last line (RFC 5321 §4.1.1.4), so the data arrives ending in `LF CRLF`. That
+    LF already ended the last line: the final CRLF is dropped rather than read as one
+    more, empty line.
+
     Args:
         data: the message bytes.
 
@@ -31,6 +36,8 @@ def normalize_line_endings(data: bytes) -> bytes:
     """
     if b"\r" not in data and b"\n" not in data:
         return data
+    if data.endswith(b"\n\r\n") and not data.endswith(b"\r\n\r\n"):
+        data = data[:-2]
     normalized = _LINE_BREAK.sub(b"\r\n", data)
     return data if normalized == data else normalized
 

@@ -25,6 +25,9 @@ WHEN = datetime(2024, 5, 1, 12, 30, 15, tzinfo=UTC)
     (b"a\r\r\nb\n\n", b"a\r\n\r\nb\r\n\r\n"),
     (b"", b""),
     (b"no newline", b"no newline"),
+    (b"LF lines\nlast\n\r\n", b"LF lines\r\nlast\r\n"),  # then the DATA terminator
+    (b"CRLF lines\r\n\r\n", b"CRLF lines\r\n\r\n"),
+    (b"mixed\n\r\nmore\r\n", b"mixed\r\n\r\nmore\r\n"),
 ])
 def test_line_endings(raw: bytes, normalized: bytes) -> None:
     assert normalize_line_endings(raw) == normalized
@@ -38,6 +41,7 @@ def test_normalised_text_has_only_crlf_and_is_stable(raw: bytes) -> None:
     assert normalize_line_endings(out) == out
     assert out.replace(b"\r\n", b"") == raw.replace(b"\r\n", b"").replace(b"\r", b"").replace(
         b"\n", b"")
+    assert out.count(b"\r\n") <= raw.count(b"\n") + raw.count(b"\r")
 
 
 def test_prefix_is_dovecot_shaped() -> None:
