@@ -68,6 +68,9 @@ class Compiler:
         self.scoped: list[frozenset[str]] = []  # capabilities enabled by `ihave` blocks
         self.warnings: list[str] = []
         self.current: RawNode | None = None
+        # block commands being compiled around the current node, innermost last, as
+        # (name, tags): lets `break` and `extracttext` check their loop (RFC 5703 §3, §7)
+        self.enclosing: list[tuple[str, dict[str, Any]]] = []
 
     # -- errors -------------------------------------------------------------------------
 
@@ -269,7 +272,11 @@ class Compiler:
             values.append(self.value(arg, want, f"'{spec.name}'"))
         block: tuple[Call, ...] = ()
         if spec.kind == "block":
-            block = tuple(self.block(node.children, depth + 1))
+            self.enclosing.append((spec.name, tags))
+            try:
+                block = tuple(self.block(node.children, depth + 1))
+            finally:
+                self.enclosing.pop()
         line, column = grammar.position(self.text, node.offset)
         call = Call(spec, line, column, tags=tags, groups=groups, args=tuple(values),
                     tests=tuple(tests), block=block)
@@ -279,7 +286,8 @@ class Compiler:
         for tag_name in tags:
             tag = REGISTRY.tag_for(spec.name, tag_name)
             if tag is not None and tag.check is not None:
-                tag.check(call, self)
+                # a check may return a replacement Call (e.g. :mime swaps the run function)
+                call = tag.check(call, self) or call
         return call
 
     # -- values -------------------------------------------------------------------------

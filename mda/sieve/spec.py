@@ -33,7 +33,7 @@ class TagSpec:
         impl: behaviour shared by a group: the matcher of a match-type tag, the
             extractor of an address-part tag.
         check: extra compile-time check run when the tag is used, `check(call, compiler)`
-            (after the command's own `validate`).
+            (after the command's own `validate`); it may return a replacement Call.
     """
 
     name: str
@@ -42,7 +42,7 @@ class TagSpec:
     commands: tuple[str, ...] = ()
     extension: str | None = None
     impl: Callable[..., Any] | None = None
-    check: Callable[[Call, Any], None] | None = None
+    check: Callable[[Call, Any], Call | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

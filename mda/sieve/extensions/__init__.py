@@ -13,6 +13,7 @@ from mda.sieve.extensions import (body, comparator_numeric, enotify, comparator_
                                   reject, relational, subaddress, vacation,
                                   vacation_seconds, variables)
 from mda.sieve.extensions import date
+from mda.sieve.extensions import extracttext, foreverypart, mime
 from mda.sieve.spec import Extension
 
 EXTENSIONS: tuple[Extension, ...] = (
@@ -38,4 +39,7 @@ EXTENSIONS: tuple[Extension, ...] = (
     vacation_seconds.EXTENSION,
     body.EXTENSION,
     enotify.EXTENSION,
+    mime.EXTENSION,
+    foreverypart.EXTENSION,
+    extracttext.EXTENSION,
 )

@@ -86,21 +86,35 @@ MODIFIERS = (
 )
 
 
-def _validate_set(call: Call, compiler: Any) -> Call:
-    name = call.args[0]
+def check_target(compiler: Any, name: Any, command: str, rfc: str) -> None:
+    """Compile-time check of the variable a command assigns: a constant, valid name.
+
+    Args:
+        name: the compiled argument (a Template when it references variables).
+        command: the command, for the message.
+        rfc: the section that requires a constant, e.g. "RFC 5229 §4".
+    """
     if isinstance(name, Template):
-        compiler.error("bad-value", "the variable name of set must be a constant "
-                       "(RFC 5229 §4)")
+        compiler.error("bad-value", f"the variable name of {command} must be a constant "
+                       f"({rfc})")
     check_name(compiler, name)
+
+
+def modify(call: Call, value: str) -> str:
+    """Apply the call's modifier tags in precedence order (RFC 5229 §4.1)."""
+    for tag, fn in MODIFIERS:
+        if call.tag(tag):
+            value = fn(value)
+    return value
+
+
+def _validate_set(call: Call, compiler: Any) -> Call:
+    check_target(compiler, call.args[0], "set", "RFC 5229 §4")
     return call
 
 
 def _run_set(ctx: Any, call: Call) -> None:
-    value = ctx.string(call.args[1])
-    for tag, fn in MODIFIERS:
-        if call.tag(tag):
-            value = fn(value)
-    assign(ctx, call.args[0], value)
+    assign(ctx, call.args[0], modify(call, ctx.string(call.args[1])))
 
 
 def _run_string(ctx: Any, call: Call) -> bool:
