@@ -93,6 +93,20 @@ class Settings(BaseSettings):
     sieve_scripts_dir: Path = Field(
         default=Path("sieve_scripts"), description="global/, before.d/, after.d/, default.sieve"
     )
+    spamtest_header: str = Field(
+        default="",
+        description='RFC 5235 spamtest: "Header-Name: regex" whose group 1 is the spam score '
+        '(e.g. "X-Spam-Score: score=(-?[0-9]+(\\.[0-9]+)?)"); empty = not configured',
+    )
+    spamtest_max: float = Field(default=10.0, gt=0, description="the score meaning certainly spam")
+    virustest_header: str = Field(
+        default="", description='RFC 5235 virustest: "Header-Name" or "Header-Name: regex"'
+    )
+    virustest_text_values: str = Field(
+        default="",
+        description='status texts of the virustest levels 0..5, '
+        'e.g. "1=clean,3=suspicious,5=infected"',
+    )
     log_level: str = Field(default="INFO")
     shutdown_timeout: float = Field(
         default=30.0, ge=0, description="seconds to let deliveries in flight finish on SIGTERM"
@@ -102,6 +116,23 @@ class Settings(BaseSettings):
     @classmethod
     def _size(cls, value: Any) -> Any:
         return parse_size(value) if isinstance(value, str) else value
+
+    @field_validator("spamtest_header", "virustest_header")
+    @classmethod
+    def _header_spec(cls, value: str) -> str:
+        if value:
+            from mda.sieve.extensions.spamtest import parse_header_spec
+
+            parse_header_spec(value)  # ValueError names the problem
+        return value
+
+    @field_validator("virustest_text_values")
+    @classmethod
+    def _text_values(cls, value: str) -> str:
+        from mda.sieve.extensions.virustest import parse_text_values
+
+        parse_text_values(value)  # ValueError names the problem
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -17,6 +17,7 @@ from mda.cli import CLIError, sieve
 from mda.config import get_settings
 from mda.sieve import SieveCompileError, compile_script
 from mda.sieve.dryrun import describe, dry_run
+from mda.sieve.extensions.virustest import parse_text_values
 from mda.sieve.interpreter import Environment
 
 
@@ -30,12 +31,17 @@ def _read(path: str, what: str) -> bytes:
 
 
 def run_environment() -> Environment:
-    """The Environment for offline runs: now, the TZ zone (default UTC), settings."""
+    """The Environment for offline runs: now, the TZ zone (default UTC), settings
+    (recipient delimiter, spamtest/virustest configuration)."""
     settings = get_settings()
     return Environment(now=datetime.now(timezone.utc),
                        timezone=os.environ.get("TZ") or "UTC",
                        domain=settings.hostname, host=settings.hostname,
-                       recipient_delimiter=settings.recipient_delimiter)
+                       recipient_delimiter=settings.recipient_delimiter,
+                       spamtest_header=settings.spamtest_header,
+                       spamtest_max=settings.spamtest_max,
+                       virustest_header=settings.virustest_header,
+                       virustest_text_values=parse_text_values(settings.virustest_text_values))
 
 
 @sieve.command("check")

@@ -12,8 +12,8 @@ checks its imports). sievelib is the parser and is used only inside this package
 
 from __future__ import annotations
 
-from mda.sieve.actions import (Action, Discard, FileInto, Keep, Notify, Redirect, Reject,
-                               Vacation)
+from mda.sieve.actions import (Action, Discard, DuplicateMark, FileInto, Keep, Notify,
+                               Redirect, Reject, Vacation)
 from mda.sieve.compiler import Program, compile_cached, compile_script
 from mda.sieve.errors import SieveCompileError, SieveError, SieveRuntimeError
 from mda.sieve.interpreter import Context, Envelope, Environment, Host, Result, evaluate
@@ -28,7 +28,8 @@ def capabilities() -> tuple[str, ...]:
 
 
 __all__ = [
-    "Action", "Context", "Discard", "Envelope", "Environment", "FileInto", "Host", "Keep",
+    "Action", "Context", "Discard", "DuplicateMark", "Envelope", "Environment", "FileInto",
+    "Host", "Keep",
     "Limits", "Message", "Notify", "Program", "Redirect", "Reject", "Result",
     "SieveCompileError", "SieveError", "SieveRuntimeError", "Vacation", "capabilities",
     "compile_cached", "compile_script", "evaluate", "parse_message",

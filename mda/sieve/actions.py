@@ -2,11 +2,19 @@
 
 Every action is a frozen dataclass; nothing from sievelib or the interpreter leaks into
 them, so the delivery layer can apply them without knowing the engine.
+
+editheader (RFC 5293): keep, fileinto and redirect carry `message`, the edited message as
+it was when the action was executed, or None when the header had not been changed yet
+(then the original message applies). `message` does not take part in equality.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mda.sieve.message import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,10 +24,13 @@ class Keep:
     Attributes:
         flags: IMAP flags to set on the stored copy (RFC 5232), as written by the script.
         implicit: True when this is the implicit keep rather than an explicit `keep`.
+        message: the message to store when editheader changed it (see the module
+            docstring); None = the message as received.
     """
 
     flags: frozenset[str] = frozenset()
     implicit: bool = False
+    message: Message | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +42,19 @@ class FileInto:
         flags: IMAP flags for the stored copy (RFC 5232 §5).
         create: `:create` was given (RFC 5490 §3.2): create the mailbox if missing.
         copy: `:copy` was given (RFC 3894): the implicit keep was not cancelled by it.
+        special_use: `:specialuse` (RFC 8579 §4): store into the user's mailbox that has
+            this special-use attribute (e.g. "\\Junk") if one exists, else into
+            `mailbox` (and, when creating it, give it the attribute). The engine already
+            resolved it when the host could (`Host.special_use_mailbox`).
+        message: the message to store when editheader changed it; None = as received.
     """
 
     mailbox: str
     flags: frozenset[str] = frozenset()
     create: bool = False
     copy: bool = False
+    special_use: str | None = None
+    message: Message | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +64,12 @@ class Redirect:
     Attributes:
         address: the target address (`local@domain`, no angle brackets).
         copy: `:copy` was given (RFC 3894).
+        message: the message to send when editheader changed it; None = as received.
     """
 
     address: str
     copy: bool = False
+    message: Message | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +135,31 @@ class Notify:
     importance: str = "2"
     options: tuple[str, ...] = ()
     message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateMark:
+    """A duplicate-tracking record the delivery layer must write (RFC 7352 §3).
+
+    Not an action: `Result.duplicate_ids` lists them. The delivery layer records each one
+    for the user ONLY when that recipient's delivery has committed (in the same database
+    transaction as the stored message, or after it); a failed, rejected-by-error or
+    temporarily failed delivery records nothing, so a retried message is not mistaken
+    for a duplicate (RFC 7352 §3: the ID is tracked once the message was handled).
+
+    Attributes:
+        id_hash: hex SHA-256 of the handle, the :last flag and the unique ID; the key
+            `Host.duplicate_seen` is later asked about (per user).
+        seconds: how long the record lives, counted from this delivery (RFC 7352 §3.3).
+        handle: the `:handle` given, or None.
+        last: `:last` was given: the record's expiry is renewed by this delivery even if
+            it already exists (RFC 7352 §3.4).
+    """
+
+    id_hash: str
+    seconds: int
+    handle: str | None = None
+    last: bool = False
 
 
 Action = Keep | FileInto | Redirect | Reject | Discard | Vacation | Notify

@@ -10,11 +10,11 @@ implicit keep, with the reason in `Result.errors`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from mda.sieve.actions import Action, Keep
+from mda.sieve.actions import Action, DuplicateMark, FileInto, Keep, Redirect
 from mda.sieve.compiler import Program
 from mda.sieve.errors import SieveRuntimeError
 from mda.sieve.limits import DEFAULT_LIMITS, Limits
@@ -55,8 +55,18 @@ class Environment:
         vacation_min_seconds, vacation_default_seconds, vacation_max_seconds: bounds for
             :days/:seconds (RFC 5230 §4.1, RFC 6131 §2); max 0 = no upper bound.
         user_addresses: addresses that belong to the user besides the recipient.
-        spamtest_header, spamtest_max, virustest_header, virustest_values: RFC 5235
-            configuration, as `MDA_SPAMTEST_*` documents.
+        spamtest_header, spamtest_max: RFC 5235 spamtest configuration
+            (`MDA_SPAMTEST_HEADER` "Header-Name: regex" whose group 1 is the score, and
+            the score meaning certainly spam); "" = not configured, spamtest sees "0".
+        virustest_header, virustest_text_values: RFC 5235 virustest configuration
+            (`MDA_VIRUSTEST_HEADER`, and (N, status text) pairs, N from 0 to 5, from
+            `MDA_VIRUSTEST_TEXT_VALUES`); empty = not configured, virustest sees "0".
+        duplicate_default_seconds, duplicate_max_seconds: RFC 7352 §3.3 period of a
+            duplicate record without :seconds, and the largest :seconds honoured.
+        editheader_forbid_add, editheader_forbid_delete: header names (any case) that
+            addheader / deleteheader may not touch, besides those RFC 5293 §6 and
+            Pigeonhole always protect; editheader_max_header_size: the largest addheader
+            value in bytes.
         script_name: the name of the active script (for warnings).
     """
 
@@ -75,11 +85,15 @@ class Environment:
     vacation_default_seconds: int = 7 * 86400
     vacation_max_seconds: int = 0
     user_addresses: tuple[str, ...] = ()
-    spamtest_header: str = "X-Spam-Score: score=(-?[0-9]+(\\.[0-9]+)?)"
+    spamtest_header: str = ""
     spamtest_max: float = 10.0
-    virustest_header: str = "X-Virus-Scan: (clean|suspicious|infected)"
-    virustest_values: tuple[tuple[str, int], ...] = (("clean", 1), ("suspicious", 3),
-                                                     ("infected", 5))
+    virustest_header: str = ""
+    virustest_text_values: tuple[tuple[int, str], ...] = ()
+    duplicate_default_seconds: int = 12 * 3600
+    duplicate_max_seconds: int = 2 * 86400
+    editheader_forbid_add: tuple[str, ...] = ()
+    editheader_forbid_delete: tuple[str, ...] = ()
+    editheader_max_header_size: int = 2048
     script_name: str = ""
 
 
@@ -97,7 +111,13 @@ class Host(Protocol):
         ...
 
     def duplicate_seen(self, key: str, period: int) -> bool:
-        """RFC 7352: was this duplicate-tracking key seen within `period` seconds?"""
+        """RFC 7352 §3: is an unexpired duplicate record with this key stored for the user?
+
+        Args:
+            key: `DuplicateMark.id_hash` of an earlier delivery.
+            period: the test's period in seconds, for hosts that store the time a key was
+                seen rather than its expiry.
+        """
         return False
 
     def include_script(self, name: str, location: str) -> str | None:
@@ -105,14 +125,22 @@ class Host(Protocol):
         return None
 
     def special_use_exists(self, mailbox: str | None, uses: tuple[str, ...]) -> bool:
-        """RFC 8579: does a mailbox (or any) carry these special-use flags?"""
+        """RFC 8579 §3: does `mailbox` (None: some mailbox of the user) carry every one of
+        these special-use attributes (e.g. "\\Junk"; compared case-insensitively)?
+        A mailbox that does not exist carries none."""
         return False
+
+    def special_use_mailbox(self, use: str) -> str | None:
+        """RFC 8579 §4: the name of the user's mailbox with this special-use attribute
+        (fileinto :specialuse), or None when there is none or the host cannot tell."""
+        return None
 
 
 _HOST_DEFAULTS = {
     "duplicate_seen": False,
     "include_script": None,
     "special_use_exists": False,
+    "special_use_mailbox": None,
 }
 
 
@@ -135,6 +163,11 @@ class Result:
         errors: run-time errors; when non-empty, actions == (Keep(implicit=True),).
         warnings: non-fatal problems (e.g. an invalid :zone).
         message: the message as edited by the script (editheader), or None if unchanged.
+            Each keep/fileinto/redirect carries the version current when it was executed
+            (`Keep.message` ...); the implicit keep carries this final one.
+        duplicate_ids: duplicate-tracking records (RFC 7352) to write for the user only
+            once this recipient's delivery has committed; see `DuplicateMark`. Empty
+            when there were errors.
     """
 
     actions: tuple[Action, ...]
@@ -142,6 +175,7 @@ class Result:
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     message: Message | None = None
+    duplicate_ids: tuple[DuplicateMark, ...] = ()
 
 
 class _Stop(Exception):
@@ -234,7 +268,14 @@ class Context:
         raise _Stop()
 
     def add(self, action: Action, call: Call) -> None:
-        """Execute an action through the rules table."""
+        """Execute an action through the rules table.
+
+        A store or redirect after editheader changed the message carries the message as it
+        is now (RFC 5293 §4: later actions see the change; earlier ones do not).
+        """
+        if self.message is not self.original and isinstance(action, (Keep, FileInto,
+                                                                      Redirect)):
+            action = replace(action, message=self.message)
         self.actions.add(action, call.line)
 
     def warn(self, message: str, call: Call | None = None) -> None:
@@ -273,7 +314,12 @@ def evaluate(program: Program, message: Message, envelope: Envelope,
     except SieveRuntimeError as exc:  # pragma: no cover - finish only merges
         return Result((Keep(implicit=True),), True, (exc.message,), tuple(ctx.warnings))
     edited = ctx.message if ctx.message is not ctx.original else None
-    return Result(actions, ctx.actions.implicit_keep, (), tuple(ctx.warnings), edited)
+    if edited is not None:
+        actions = tuple(replace(a, message=edited)
+                        if isinstance(a, Keep) and a.implicit and a.message is None else a
+                        for a in actions)
+    return Result(actions, ctx.actions.implicit_keep, (), tuple(ctx.warnings), edited,
+                  tuple(ctx.state.get("duplicate_marks", ())))
 
 
 class _NoHost:

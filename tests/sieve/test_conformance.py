@@ -39,6 +39,14 @@ RFC_EXPECTED: dict[str, list[dict[str, Any]]] = {
     ],
 }
 
+#: the corpus README's spamtest/virustest configuration, as mda settings
+SPAM_VIRUS_SETTINGS = {
+    "MDA_SPAMTEST_HEADER": r"X-Spam-Score: score=(-?[0-9]+(\.[0-9]+)?)",
+    "MDA_SPAMTEST_MAX": "10",
+    "MDA_VIRUSTEST_HEADER": "X-Virus-Scan",
+    "MDA_VIRUSTEST_TEXT_VALUES": "1=clean,3=suspicious,5=infected",
+}
+
 _REQUIRE = re.compile(r"\brequire\s+(\[[^\]]*\]|\"[^\"]*\")", re.I)
 
 
@@ -101,6 +109,7 @@ def test_case(case: Path, tmp_path: Path) -> None:
     for name in MAILBOXES:
         args += ["--mailbox", name]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MDA_")}
+    env.update(SPAM_VIRUS_SETTINGS)
     env.update(TZ="UTC", MDA_RECIPIENT_DELIMITER="+",
                MDA_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'unused.sqlite3'}")
     proc = subprocess.run(args, capture_output=True, env=env, timeout=180)

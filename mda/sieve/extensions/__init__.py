@@ -12,7 +12,7 @@ from mda.sieve.extensions import (body, comparator_numeric, enotify, comparator_
                                   fileinto, ihave, imap4flags, index, mailbox, regex,
                                   reject, relational, subaddress, vacation,
                                   vacation_seconds, variables)
-from mda.sieve.extensions import date
+from mda.sieve.extensions import date, spamtest, spamtestplus, virustest
 from mda.sieve.extensions import extracttext, foreverypart, mime
 from mda.sieve.spec import Extension
 
@@ -32,6 +32,9 @@ EXTENSIONS: tuple[Extension, ...] = (
     mailbox.EXTENSION,
     index.EXTENSION,
     date.EXTENSION,
+    spamtest.EXTENSION,
+    spamtestplus.EXTENSION,
+    virustest.EXTENSION,
     regex.EXTENSION,
     environment.EXTENSION,
     ihave.EXTENSION,
