@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,6 +45,27 @@ def run_environment() -> Environment:
                        virustest_text_values=parse_text_values(settings.virustest_text_values))
 
 
+@dataclass(frozen=True)
+class ScriptDirs:
+    """Included scripts from files: `<dir>/<name>.sieve` (RFC 6609 §3.2 locations).
+
+    Attributes:
+        personal: the directory of the user's scripts (`include :personal`).
+        global_: the directory of the administrator's scripts (`include :global`).
+    """
+
+    personal: Path
+    global_: Path
+
+    def __call__(self, name: str, location: str) -> bytes | None:
+        """The script's bytes, or None if there is no such file (or it cannot be read)."""
+        folder = self.global_ if location == "global" else self.personal
+        try:
+            return (folder / f"{name}.sieve").read_bytes()
+        except OSError:
+            return None
+
+
 @sieve.command("check")
 @click.argument("file")
 def check(file: str) -> None:
@@ -65,12 +87,30 @@ def check(file: str) -> None:
 @click.option("--mailbox", "mailboxes", multiple=True,
               help="A mailbox that exists (repeatable; INBOX always exists).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--personal-dir", "personal_dir", default=None,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Where `include :personal` finds NAME.sieve; default the script's "
+                   "directory. `include :global` uses the settings' sieve_scripts/global/.")
+@click.option("--before", "before", multiple=True,
+              help="A script run before SCRIPT, like sieve_before (repeatable, in order).")
+@click.option("--after", "after", multiple=True,
+              help="A script run after SCRIPT, like sieve_after (repeatable, in order).")
 def test(script: str, message: str, envelope_from: str | None, envelope_to: str | None,
-         mailboxes: tuple[str, ...], as_json: bool) -> None:
+         mailboxes: tuple[str, ...], as_json: bool, personal_dir: Path | None,
+         before: tuple[str, ...], after: tuple[str, ...]) -> None:
     """Dry-run SCRIPT on MESSAGE (like sieve-test): list the actions, store nothing."""
+    if personal_dir is None:
+        personal_dir = Path(script).resolve().parent if script != "-" else Path.cwd()
+    environment = run_environment()
+    if script != "-":
+        environment = replace(environment, script_name=Path(script).stem)
     report = dry_run(_read(script, "script"), _read(message, "message"),
                      envelope_from=envelope_from, envelope_to=envelope_to,
-                     mailboxes=mailboxes, environment=run_environment())
+                     mailboxes=mailboxes, environment=environment,
+                     scripts=ScriptDirs(personal_dir,
+                                        get_settings().sieve_scripts_dir / "global"),
+                     before=[(name, _read(name, "script")) for name in before],
+                     after=[(name, _read(name, "script")) for name in after])
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False))
     else:

@@ -17,7 +17,7 @@ exist. Mailbox names and reasons are printed in full (never truncated).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,17 +28,32 @@ from mda.sieve.compiler import compile_script
 from mda.sieve.errors import SieveCompileError
 from mda.sieve.interpreter import Envelope, Environment, Result, evaluate
 from mda.sieve.message import parse_message
+from mda.sieve.multiscript import evaluate_sequence
+
+
+#: where a dry run finds included scripts: (name, "personal" | "global") -> source or None
+ScriptSource = Callable[[str, str], "str | bytes | None"]
 
 
 @dataclass(frozen=True, slots=True)
 class MailboxList:
-    """A Host for dry runs: the named mailboxes exist, and INBOX always."""
+    """A Host for dry runs: the named mailboxes exist, and INBOX always.
+
+    Attributes:
+        names: the mailboxes that exist besides INBOX.
+        scripts: where included scripts come from (RFC 6609); None = there are none.
+    """
 
     names: frozenset[str]
+    scripts: ScriptSource | None = None
 
     def mailbox_exists(self, name: str) -> bool:
         """RFC 5490 §3.1 mailboxexists, INBOX case-insensitive."""
         return name.upper() == "INBOX" or name in self.names
+
+    def include_script(self, name: str, location: str) -> str | bytes | None:
+        """RFC 6609 §3.2: the source of a personal or global script, None if missing."""
+        return self.scripts(name, location) if self.scripts is not None else None
 
 
 def action_json(action: Action) -> dict[str, Any]:
@@ -100,7 +115,9 @@ def default_envelope(raw_message: bytes) -> tuple[str, str]:
 
 def dry_run(script: bytes, raw_message: bytes, *, envelope_from: str | None = None,
             envelope_to: str | None = None, mailboxes: Iterable[str] = (),
-            environment: Environment | None = None) -> dict[str, Any]:
+            environment: Environment | None = None, scripts: ScriptSource | None = None,
+            before: Sequence[tuple[str, bytes]] = (),
+            after: Sequence[tuple[str, bytes]] = ()) -> dict[str, Any]:
     """Compile and evaluate a script on a message; store nothing.
 
     Args:
@@ -110,21 +127,33 @@ def dry_run(script: bytes, raw_message: bytes, *, envelope_from: str | None = No
         envelope_to: envelope recipient; default the first To address.
         mailboxes: mailboxes that exist (INBOX always does).
         environment: run facts (time, zone, delimiter ...); default `Environment()`.
+        scripts: where `include` finds scripts (RFC 6609); None = nowhere.
+        before, after: (name, source) of scripts run before and after `script` with
+            Pigeonhole's multiscript rules (`mda.sieve.multiscript`).
 
     Returns:
-        The dry-run JSON object (see the module docstring).
+        The dry-run JSON object (see the module docstring); a compile error in a before
+        or after script names that script.
     """
-    try:
-        program = compile_script(script)
-    except SieveCompileError as exc:
-        return {"status": "compile_error",
-                "errors": [f"line {exc.line}, column {exc.column}: {exc.message}"],
-                "actions": []}
+    programs = []
+    for name, source in (*before, ("", script), *after):
+        try:
+            programs.append(compile_script(source))
+        except SieveCompileError as exc:
+            where = f"{name}: " if name else ""
+            return {"status": "compile_error",
+                    "errors": [f"{where}line {exc.line}, column {exc.column}: {exc.message}"],
+                    "actions": []}
     default_from, default_to = default_envelope(raw_message)
     envelope = Envelope(default_from if envelope_from is None else envelope_from,
                         default_to if envelope_to is None else envelope_to)
-    result = evaluate(program, parse_message(raw_message), envelope,
-                      environment or Environment(), MailboxList(frozenset(mailboxes)))
+    host = MailboxList(frozenset(mailboxes), scripts)
+    message = parse_message(raw_message)
+    if len(programs) == 1:
+        result = evaluate(programs[0], message, envelope, environment or Environment(), host)
+    else:
+        result = evaluate_sequence(programs, message, envelope, environment or Environment(),
+                                   host)
     return result_json(result)
 
 

@@ -140,6 +140,21 @@ class ActionList:
                     f"{_describe(action)} conflicts with earlier {_describe(entry.action)} "
                     "(RFC 5228 §2.10.3, RFC 5429 §2)", line)
 
+    def add_committed(self, action: Action) -> None:
+        """Take over an action an earlier script of a sequence already executed.
+
+        Pigeonhole's multiscript rules: the actions of an earlier script are committed
+        before the next script runs, so they never conflict with later ones and count
+        against no limit; a duplicate still merges (the same mailbox is stored once),
+        and a second vacation is dropped.
+        """
+        key = _committed_key(action)
+        for entry in self.entries:
+            if key is not None and _committed_key(entry.action) == key:
+                entry.action = _merge(entry.action, action)
+                return
+        self.entries.append(_Entry(action, 0))
+
     def finish(self, implicit_flags: frozenset[str]) -> tuple[Action, ...]:
         """The final list, with the implicit keep appended when still in force."""
         if self.implicit_keep:
@@ -151,6 +166,11 @@ class ActionList:
             else:
                 self.entries.append(_Entry(implicit, 0))
         return tuple(e.action for e in self.entries)
+
+
+def _committed_key(action: Action) -> tuple[str, str] | None:
+    """`duplicate_key`, plus: one vacation per script sequence (Pigeonhole)."""
+    return ("vacation", "") if isinstance(action, Vacation) else duplicate_key(action)
 
 
 def _merge(old: Action, new: Action) -> Action:

@@ -13,7 +13,7 @@ from mda.sieve.extensions import (body, comparator_numeric, enotify, comparator_
                                   reject, relational, subaddress, vacation,
                                   vacation_seconds, variables)
 from mda.sieve.extensions import date, spamtest, spamtestplus, virustest
-from mda.sieve.extensions import extracttext, foreverypart, mime
+from mda.sieve.extensions import extracttext, foreverypart, include, mime
 from mda.sieve.spec import Extension
 
 EXTENSIONS: tuple[Extension, ...] = (
@@ -45,4 +45,5 @@ EXTENSIONS: tuple[Extension, ...] = (
     mime.EXTENSION,
     foreverypart.EXTENSION,
     extracttext.EXTENSION,
+    include.EXTENSION,
 )
