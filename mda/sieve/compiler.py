@@ -257,7 +257,7 @@ class Compiler:
         if tests and spec.name not in ("allof", "anyof", "not"):
             self.error("bad-argument", f"'{spec.name}' does not take a test argument")
         wanted = spec.positional
-        least = len(wanted) - spec.optional_leading
+        least = len(wanted) - spec.optional_leading - spec.optional_trailing
         if len(positional) < least:
             missing = wanted[len(positional)] if len(positional) < len(wanted) else "argument"
             self.error("missing-argument",
@@ -266,10 +266,12 @@ class Compiler:
         if len(positional) > len(wanted):
             self.error("bad-argument", f"too many arguments for '{spec.name}' "
                        f"(takes {len(wanted)})", positional[len(wanted)].offset)
-        skipped = len(wanted) - len(positional)
+        absent = len(wanted) - len(positional)
+        skipped = 0 if spec.optional_trailing else absent
         values: list[Any] = [None] * skipped
         for want, arg in zip(wanted[skipped:], positional):
             values.append(self.value(arg, want, f"'{spec.name}'"))
+        values.extend([None] * (absent - skipped))
         block: tuple[Call, ...] = ()
         if spec.kind == "block":
             self.enclosing.append((spec.name, tags))

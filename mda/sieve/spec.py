@@ -55,6 +55,8 @@ class CommandSpec:
         positional: the positional argument types in order.
         optional_leading: how many leading positional arguments may be left out
             (e.g. the variable list of `hasflag`, RFC 5232 §4).
+        optional_trailing: how many trailing positional arguments may be left out (e.g.
+            the value patterns of `deleteheader`, RFC 5293 §5); a left-out one is None.
         groups: tag groups accepted ("comparator", "match-type", "address-part", ...).
         extension: the capability that must be required (None = core RFC 5228).
         validate: extra compile-time checks, `validate(call, compiler) -> Call`; raises
@@ -66,6 +68,7 @@ class CommandSpec:
     kind: Literal["command", "test", "block"]
     positional: tuple[ArgType, ...] = ()
     optional_leading: int = 0
+    optional_trailing: int = 0
     groups: tuple[str, ...] = ()
     extension: str | None = None
     validate: Callable[[Call, Any], Call] | None = None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mda.sieve import (Envelope, Environment, Limits, Result, compile_script, evaluate,
-                       parse_message)
+import pytest
+
+from mda.sieve import (Envelope, Environment, Limits, Result, SieveCompileError,
+                       compile_script, evaluate, parse_message)
 from mda.sieve.dryrun import MailboxList, result_json
 
 MESSAGE = (b"From: \"Alice Example\" <alice@example.org>\r\n"
@@ -25,6 +27,15 @@ def run(script: str, message: bytes = MESSAGE, *, mail_from: str = "alice@exampl
                     environment,
                     host if host is not None else MailboxList(frozenset({"Archive", "Work"})),
                     limits=limits)
+
+
+def refused(script: str, kind: str | None = None) -> SieveCompileError:
+    """Compile a script that must be refused; returns the error, checking its kind if given."""
+    with pytest.raises(SieveCompileError) as exc:
+        compile_script(script)
+    if kind is not None:
+        assert exc.value.kind == kind, (script, exc.value)
+    return exc.value
 
 
 def stores(script: str, message: bytes = MESSAGE, **kwargs) -> list[str]:

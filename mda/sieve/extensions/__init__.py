@@ -12,7 +12,7 @@ from mda.sieve.extensions import (body, comparator_numeric, enotify, comparator_
                                   fileinto, ihave, imap4flags, index, mailbox, regex,
                                   reject, relational, subaddress, vacation,
                                   vacation_seconds, variables)
-from mda.sieve.extensions import date, spamtest, spamtestplus, virustest
+from mda.sieve.extensions import date, spamtest, spamtestplus, virustest, editheader
 from mda.sieve.extensions import extracttext, foreverypart, include, mime
 from mda.sieve.spec import Extension
 
@@ -35,6 +35,7 @@ EXTENSIONS: tuple[Extension, ...] = (
     spamtest.EXTENSION,
     spamtestplus.EXTENSION,
     virustest.EXTENSION,
+    editheader.EXTENSION,
     regex.EXTENSION,
     environment.EXTENSION,
     ihave.EXTENSION,
