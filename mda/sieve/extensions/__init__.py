@@ -12,7 +12,8 @@ from mda.sieve.extensions import (body, comparator_numeric, enotify, comparator_
                                   fileinto, ihave, imap4flags, index, mailbox, regex,
                                   reject, relational, subaddress, vacation,
                                   vacation_seconds, variables)
-from mda.sieve.extensions import date, spamtest, spamtestplus, virustest, editheader
+from mda.sieve.extensions import (date, duplicate, editheader, special_use, spamtest,
+                                  spamtestplus, virustest)
 from mda.sieve.extensions import extracttext, foreverypart, include, mime
 from mda.sieve.spec import Extension
 
@@ -36,6 +37,8 @@ EXTENSIONS: tuple[Extension, ...] = (
     spamtestplus.EXTENSION,
     virustest.EXTENSION,
     editheader.EXTENSION,
+    duplicate.EXTENSION,
+    special_use.EXTENSION,
     regex.EXTENSION,
     environment.EXTENSION,
     ihave.EXTENSION,

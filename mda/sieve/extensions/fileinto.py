@@ -4,7 +4,8 @@
 and cancels the implicit keep (unless `:copy`, RFC 3894). Complete. The dry run lists the
 store even when the mailbox does not exist; the delivery layer falls back to INBOX unless
 `:create` or autocreate. A mailbox name that is empty or computed at run time as
-invalid UTF-8 is a run-time error (RFC 5228 §4.1: the script "MUST fail").
+invalid UTF-8 is a run-time error (RFC 5228 §4.1: the script "MUST fail"). `:specialuse`
+(RFC 8579) is resolved by `special_use.fileinto_target`.
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ def _run(ctx: Any, call: Call) -> None:
     problem = mailbox_problem(name)
     if problem:
         raise SieveRuntimeError(f"fileinto: {problem}", call.line)
+    from mda.sieve.extensions.special_use import fileinto_target
+
+    name, special_use = fileinto_target(ctx, call, name)
     ctx.add(FileInto(name, flags=current_flags(ctx, call), create=bool(call.tag(":create")),
-                     copy=bool(call.tag(":copy"))), call)
+                     copy=bool(call.tag(":copy")), special_use=special_use), call)
 
 
 EXTENSION = Extension(
