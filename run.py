@@ -31,6 +31,7 @@ STAMP = VENV / ".mda-install-stamp"
 # Debian packages whose programs the tests talk to, keyed by the program they provide.
 DEBIAN_TEST_TOOLS = {
     "swaks": "swaks",
+    "sieve-test": "dovecot-sieve",
 }
 
 

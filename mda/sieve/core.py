@@ -164,6 +164,8 @@ def address_values(ctx: Any, call: Call, fields: list[str]) -> list[str]:
                 part = address_part(ctx, call, addr)
                 if part is not None:
                     values.append(part)
+                elif call.data.get("match_type") == ":count":
+                    values.append("")  # RFC 5231 §4.1: :count counts the addresses
     return values
 
 

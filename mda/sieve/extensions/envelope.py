@@ -43,6 +43,8 @@ def envelope_values(ctx: Any, call: Call, parts: list[str]) -> list[str]:
             value = address_part(ctx, call, addr)
             if value is not None:
                 values.append(value)
+            elif call.data.get("match_type") == ":count":
+                values.append("")  # RFC 5231 §4.1: :count counts the addresses
     return values
 
 
