@@ -90,15 +90,29 @@ class _Problem:
 
 
 @dataclass(slots=True)
+class _Target:
+    """One mailbox to store a copy into.
+
+    Attributes:
+        flags: the copy's flags.
+        create: create the mailbox if missing.
+        message: the version editheader (RFC 5293) left for this action; None = as received.
+    """
+
+    flags: frozenset[str]
+    create: bool
+    message: Message | None = None
+
+
+@dataclass(slots=True)
 class _Plan:
     """What evaluation decided for one recipient, before anything is written."""
 
     user: User
     script_name: str | None
-    targets: dict[str, tuple[frozenset[str], bool]] = field(default_factory=dict)
+    targets: dict[str, _Target] = field(default_factory=dict)
     reject: Reject | None = None
     problems: list[_Problem] = field(default_factory=list)
-    edited: Message | None = None
 
 
 class _MailboxHost:
@@ -292,7 +306,6 @@ class Deliverer:
         if any(isinstance(action, Redirect) for action in result.actions):
             plan.problems.append(_Problem("runtime", REDIRECT_UNAVAILABLE))
             return keep_only
-        plan.edited = result.message
         return result.actions
 
     def _collect(self, plan: _Plan, actions: tuple, names: frozenset[str]) -> None:
@@ -301,11 +314,11 @@ class Deliverer:
             if isinstance(action, Reject):
                 plan.reject = action
             elif isinstance(action, Keep):
-                self._target(plan, INBOX, action.flags, create=False)
+                self._target(plan, INBOX, action, create=False)
             elif isinstance(action, FileInto):
                 create = action.create or self.settings.mailbox_autocreate
                 self._target(plan, self._fileinto_mailbox(plan, action, names, create),
-                             action.flags, create=create)
+                             action, create=create)
             elif isinstance(action, Discard):
                 continue
             else:  # vacation, notify: their sending arrives with outbound mail
@@ -329,13 +342,19 @@ class Deliverer:
         return INBOX
 
     @staticmethod
-    def _target(plan: _Plan, mailbox: str, flags: frozenset[str], *, create: bool) -> None:
-        valid = frozenset(flag for flag in flags if is_valid_flag(flag))
-        if valid != flags:
+    def _target(plan: _Plan, mailbox: str, action: Keep | FileInto, *, create: bool) -> None:
+        """Add a store target; a second one into the same mailbox merges into the first
+        (one copy, flags combined, the later message version)."""
+        valid = frozenset(flag for flag in action.flags if is_valid_flag(flag))
+        if valid != action.flags:
             plan.problems.append(_Problem(
-                "warning", f"invalid flags ignored: {sorted(flags - valid)!r}"))
-        old_flags, old_create = plan.targets.get(mailbox, (frozenset(), False))
-        plan.targets[mailbox] = (old_flags | valid, old_create or create)
+                "warning", f"invalid flags ignored: {sorted(action.flags - valid)!r}"))
+        message = action.message  # None = as received (mda.sieve.actions, editheader)
+        old = plan.targets.get(mailbox)
+        if old is not None:
+            valid, create = old.flags | valid, old.create or create
+            message = message or old.message
+        plan.targets[mailbox] = _Target(valid, create, message)
 
     def _default_script(self) -> str | None:
         """The global default script's source, or None when there is none (re-read when
@@ -359,22 +378,32 @@ class Deliverer:
         Raises:
             QuotaExceeded, StoreUnavailable, StoreError: nothing was stored.
         """
-        data = blob.data if plan.edited is None else normalize_line_endings(plan.edited.raw)
-        shared_id = await blob.ensure() if plan.edited is None else None
-        prefix = header_prefix(
-            mail_from=transaction.mail_from, recipient=rcpt, helo=transaction.helo,
-            peer=transaction.peer, hostname=self.settings.hostname,
-            queue_id=transaction.queue_id, received_at=transaction.received_at,
-            add_empty_line=not has_header_section(data))
+        if any(target.message is None for target in plan.targets.values()):
+            await blob.ensure()
         try:
             async with self.store.transaction() as session:
-                blob_id = shared_id if shared_id is not None else await store_blob(session, data)
+                # Edited versions (editheader) get their own blob, once per version.
+                versions: dict[int, tuple[int, bytes]] = {}
                 stored = []
-                for name, (flags, create) in plan.targets.items():
-                    mailbox = await self._mailbox(session, plan.user.id, name, create)
+                for name, target in plan.targets.items():
+                    if target.message is None:
+                        blob_id, data = blob.id, blob.data
+                    else:
+                        key = id(target.message)
+                        if key not in versions:
+                            edited = normalize_line_endings(target.message.raw)
+                            versions[key] = (await store_blob(session, edited), edited)
+                        blob_id, data = versions[key]
+                    prefix = header_prefix(
+                        mail_from=transaction.mail_from, recipient=rcpt,
+                        helo=transaction.helo, peer=transaction.peer,
+                        hostname=self.settings.hostname, queue_id=transaction.queue_id,
+                        received_at=transaction.received_at,
+                        add_empty_line=not has_header_section(data))
+                    mailbox = await self._mailbox(session, plan.user.id, name, target.create)
                     copy = await append_message(
                         session, user_id=plan.user.id, mailbox=mailbox, blob_id=blob_id,
-                        blob_size=len(data), header_prefix=prefix, flags=flags,
+                        blob_size=len(data), header_prefix=prefix, flags=target.flags,
                         internal_date=transaction.received_at)
                     stored.append(copy.mailbox)
                 await self._record(session, plan, transaction.queue_id)

@@ -320,3 +320,21 @@ async def test_any_bytes_are_stored_as_received_with_crlf(store: Store, delivere
     assert message.replace(b"\r\n", b"").count(b"\n") == 0
     after = await usage(store, user.address)
     assert after == (before[0] + len(message), before[1] + 1)
+
+
+async def test_editheader_version_is_stored_for_that_recipient_only(
+        store: Store, deliverer: Deliverer) -> None:
+    await make_user(store, script='require ["editheader", "fileinto", "mailbox"];\r\n'
+                                  'fileinto :create "Before";\r\n'
+                                  'addheader "X-Tag" "yes";\r\nkeep;\r\n')
+    await make_user(store, "ann@example.com")
+    outcomes = await deliverer.deliver(transaction("joe@example.com", "ann@example.com"))
+    assert [o.mailboxes for o in outcomes] == [("Before", "INBOX"), ("INBOX",)]
+    joe = {mailbox: data for mailbox, _, data in await stored(store, "joe@example.com")}
+    [(_, _, ann)] = await stored(store, "ann@example.com")
+    assert b"X-Tag: yes\r\n" in joe["INBOX"] and joe["INBOX"].endswith(b"Hello Joe\r\n")
+    assert b"X-Tag" not in joe["Before"] and joe["Before"].endswith(MESSAGE)
+    assert ann.endswith(MESSAGE)
+    assert await blob_count(store) == 2
+    total = sum(len(data) for data in joe.values())
+    assert await usage(store, "joe@example.com") == (total, 2)
