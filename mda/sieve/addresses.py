@@ -10,6 +10,7 @@ does the same).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 _SPECIALS = set('()<>[]:;@\\,."')
 
@@ -125,6 +126,8 @@ def _mailbox(tokens: list[tuple[str, str]]) -> Address | None:
 def parse_address_list(text: str) -> list[Address | None]:
     """Parse an RFC 5322 address list (address-list / mailbox-list, §3.4).
 
+    Results are cached by the text (the same header is usually tested by many rules).
+
     Args:
         text: the unfolded header value.
 
@@ -132,6 +135,11 @@ def parse_address_list(text: str) -> list[Address | None]:
         One entry per mailbox (group members included); None for a mailbox that does not
         parse. An empty group or an empty value gives no entries.
     """
+    return list(_parse_address_list(text))
+
+
+@lru_cache(maxsize=1024)
+def _parse_address_list(text: str) -> tuple[Address | None, ...]:
     tokens = _tokens(text)
     if tokens is None:
         return [None]
@@ -154,7 +162,7 @@ def parse_address_list(text: str) -> list[Address | None]:
         current.append((kind, value))
     if current:
         result.append(_mailbox(current))
-    return result
+    return tuple(result)
 
 
 def parse_address(text: str) -> Address | None:

@@ -96,8 +96,10 @@ def validate_match(call: Call, compiler: Any) -> Call:
     if match_type in SUBSTRING_MATCH_TYPES and not comparator.substring:
         compiler.error("bad-argument", f"comparator \"{name}\" cannot be used with "
                        f"{match_type} (RFC 4790 §4.2.2)")
+    tag = REGISTRY.tag_for(call.name, match_type)
+    matcher = tag.impl if tag is not None and tag.impl else _is
     return compiler.replace(call, data={**call.data, "comparator": comparator,
-                                        "match_type": match_type})
+                                        "match_type": match_type, "matcher": matcher})
 
 
 def indexed(call: Call, items: list[Any]) -> list[Any]:
@@ -133,9 +135,10 @@ def match(ctx: Any, call: Call, values: Sequence[str], keys: Sequence[str]) -> b
     Returns:
         True if the test matches.
     """
-    match_type = call.data.get("match_type", ":is")
-    tag = REGISTRY.tag_for(call.name, match_type)
-    matcher: Matcher = tag.impl if tag is not None and tag.impl else _is
+    matcher: Matcher | None = call.data.get("matcher")  # resolved by validate_match
+    if matcher is None:
+        tag = REGISTRY.tag_for(call.name, call.data.get("match_type", ":is"))
+        matcher = tag.impl if tag is not None and tag.impl else _is
     return matcher(ctx, call, call.data["comparator"], values, keys)
 
 

@@ -227,7 +227,7 @@ class Context:
 
     def strings(self, values: Iterable[Any]) -> list[str]:
         """Expand a compiled string list."""
-        return [self.string(v) for v in values]
+        return [v if v.__class__ is str else self.string(v) for v in values]
 
     def lookup(self, ref: VarRef) -> str:
         """The value of a variable reference; unknown variables are empty (RFC 5229 §3)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 INFINITY = float("inf")
 
@@ -82,7 +83,7 @@ class Comparator:
             None when there is no match; otherwise the substrings matched by each wildcard
             in order (RFC 5229 §3.2 match variables ${1}..).
         """
-        items = parse_pattern(pattern, self)
+        items = _parsed_pattern(pattern, self)
         spans = glob(self.units(value), items)
         if spans is None:
             return None
@@ -155,6 +156,12 @@ def parse_pattern(pattern: str, comparator: Comparator) -> list:
         i += 1
     flush()
     return items
+
+
+@lru_cache(maxsize=2048)
+def _parsed_pattern(pattern: str, comparator: Comparator) -> tuple:
+    """`parse_pattern`, cached: a script's keys are matched against every message."""
+    return tuple(parse_pattern(pattern, comparator))
 
 
 def _find(hay: Sequence, needle: Sequence, start: int) -> int:

@@ -259,20 +259,42 @@ class Message:
         """Size in octets (RFC 5228 §5.9)."""
         return len(self.raw)
 
+    @cached_property
+    def _by_name(self) -> dict[str, list[HeaderField]]:
+        """The fields by lower-cased name (built once; `fields` is never changed in place:
+        editheader makes a new Message)."""
+        index: dict[str, list[HeaderField]] = {}
+        for f in self.fields:
+            index.setdefault(f.name.lower(), []).append(f)
+        return index
+
+    @cached_property
+    def _decoded(self) -> dict[tuple[str, bool], list[str]]:
+        return {}
+
+    def _values(self, name: str, decoded: bool) -> list[str]:
+        key = (name.lower(), decoded)
+        values = self._decoded.get(key)
+        if values is None:
+            fields = self._by_name.get(key[0], ())
+            values = [f.value if decoded else f.unfolded for f in fields]
+            self._decoded[key] = values
+        return list(values)
+
     def header_values(self, name: str) -> list[str]:
-        """Decoded values of every field named `name`, in order (case-insensitive)."""
-        lname = name.lower()
-        return [f.value for f in self.fields if f.name.lower() == lname]
+        """Decoded values of every field named `name`, in order (case-insensitive).
+
+        Values are decoded once per message and cached; callers get their own list.
+        """
+        return self._values(name, True)
 
     def raw_header_values(self, name: str) -> list[str]:
         """Unfolded but not RFC 2047 decoded values (address tests, RFC 5228 §5.1)."""
-        lname = name.lower()
-        return [f.unfolded for f in self.fields if f.name.lower() == lname]
+        return self._values(name, False)
 
     def has_header(self, name: str) -> bool:
         """RFC 5228 §5.5: does a field with this name exist?"""
-        lname = name.lower()
-        return any(f.name.lower() == lname for f in self.fields)
+        return name.lower() in self._by_name
 
     @cached_property
     def mime(self) -> MimePart:
