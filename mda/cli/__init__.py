@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -40,6 +41,25 @@ class _OneLineErrors(click.Group):
     `mda` or `mda user` alone still print the help."""
 
     group_class = type  # subgroups are of this class too
+
+    #: Modules (under `mda.cli`) whose import registers this group's commands, in lookup
+    #: order. They are imported only when one of their commands is needed, so that
+    #: `mda sieve test` does not pay for loading SQLAlchemy and the LMTP stack.
+    command_modules: tuple[str, ...] = ()
+
+    def _load_modules(self, until: str | None = None) -> None:
+        for module in self.command_modules:
+            if until is not None and until in self.commands:
+                return
+            importlib.import_module(f"mda.cli.{module}")
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load_modules(until=cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_modules()
+        return super().list_commands(ctx)
 
     def make_context(self, info_name: str | None, args: list[str],
                      parent: click.Context | None = None, **extra: Any) -> click.Context:
@@ -100,6 +120,9 @@ def message() -> None:
     """List, show and delete stored messages."""
 
 
-# Command modules register themselves on the groups above.
-from mda.cli import admin, scripts, dryrun, serve  # noqa: E402,F401
+# Command modules register themselves on the groups above when first needed.
+main.command_modules = ("serve",)
+sieve.command_modules = ("dryrun", "scripts")
+for _group in (db, user, quota, mailbox, message):
+    _group.command_modules = ("admin",)
 
