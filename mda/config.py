@@ -107,12 +107,49 @@ class Settings(BaseSettings):
         description='status texts of the virustest levels 0..5, '
         'e.g. "1=clean,3=suspicious,5=infected"',
     )
+    # Sieve engine limits (mda.sieve.Limits; built in mda.sieve_config). Hitting a run-time
+    # limit is a run-time error (implicit keep), never a hung worker.
+    sieve_max_script_size: int = Field(
+        default=1024 * 1024, ge=1, description="bytes a Sieve script may have (K/M/G allowed)")
+    sieve_max_actions: int = Field(
+        default=32, ge=1, description="actions one script run may produce")
+    sieve_max_redirects: int = Field(default=4, ge=0, description="redirects in one script run")
+    sieve_max_include_depth: int = Field(
+        default=10, ge=0, description="nesting of include (RFC 6609)")
+    sieve_max_includes: int = Field(
+        default=255, ge=0, description="scripts included in one run (RFC 6609)")
+    sieve_max_nesting: int = Field(
+        default=32, ge=1, description="nesting depth of blocks and tests in a script")
+    sieve_max_variable_size: int = Field(
+        default=4096, ge=1, description="characters a variable value may hold (RFC 5229 §3)")
+    sieve_regex_timeout: float = Field(
+        default=0.1, gt=0, description="seconds a single :regex match may take")
+    sieve_max_steps: int = Field(
+        default=100_000, ge=1, description="commands and tests evaluated in one run")
+    sieve_duplicate_default_period: int = Field(
+        default=12 * 3600, ge=0,
+        description="seconds a duplicate record lives without :seconds (RFC 7352 §3.3)")
+    sieve_duplicate_max_period: int = Field(
+        default=2 * 86400, ge=0,
+        description="largest :seconds honoured by duplicate, in seconds; 0 = no maximum")
+    sieve_vacation_min_period: int = Field(
+        default=86400, ge=0, description="smallest vacation :days/:seconds period, in seconds")
+    sieve_vacation_default_period: int = Field(
+        default=7 * 86400, ge=0, description="vacation period without :days/:seconds, seconds")
+    sieve_vacation_max_period: int = Field(
+        default=0, ge=0, description="largest vacation period in seconds; 0 = no maximum")
+    sieve_editheader_max_header_size: int = Field(
+        default=2048, ge=1, description="bytes an addheader value may have (RFC 5293)")
+    sieve_editheader_forbid_add: str = Field(
+        default="", description="comma-separated header names addheader may not add")
+    sieve_editheader_forbid_delete: str = Field(
+        default="", description="comma-separated header names deleteheader may not delete")
     log_level: str = Field(default="INFO")
     shutdown_timeout: float = Field(
         default=30.0, ge=0, description="seconds to let deliveries in flight finish on SIGTERM"
     )
 
-    @field_validator("max_message_size", mode="before")
+    @field_validator("max_message_size", "sieve_max_script_size", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
         return parse_size(value) if isinstance(value, str) else value

@@ -6,9 +6,8 @@ Both work on files only and never touch the database.
 from __future__ import annotations
 
 import json
-import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,8 +17,7 @@ from mda.cli import CLIError, sieve
 from mda.config import get_settings
 from mda.sieve import SieveCompileError, compile_script
 from mda.sieve.dryrun import describe, dry_run
-from mda.sieve.extensions.virustest import parse_text_values
-from mda.sieve.interpreter import Environment
+from mda.sieve_config import sieve_environment, sieve_limits
 
 
 def _read(path: str, what: str) -> bytes:
@@ -29,20 +27,6 @@ def _read(path: str, what: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise CLIError(f"cannot read {what} {path}: {exc.strerror}") from None
-
-
-def run_environment() -> Environment:
-    """The Environment for offline runs: now, the TZ zone (default UTC), settings
-    (recipient delimiter, spamtest/virustest configuration)."""
-    settings = get_settings()
-    return Environment(now=datetime.now(timezone.utc),
-                       timezone=os.environ.get("TZ") or "UTC",
-                       domain=settings.hostname, host=settings.hostname,
-                       recipient_delimiter=settings.recipient_delimiter,
-                       spamtest_header=settings.spamtest_header,
-                       spamtest_max=settings.spamtest_max,
-                       virustest_header=settings.virustest_header,
-                       virustest_text_values=parse_text_values(settings.virustest_text_values))
 
 
 @dataclass(frozen=True)
@@ -71,7 +55,7 @@ class ScriptDirs:
 def check(file: str) -> None:
     """Compile FILE; exit non-zero with `line L, column C: <message>` if it is invalid."""
     try:
-        compile_script(_read(file, "script"))
+        compile_script(_read(file, "script"), limits=sieve_limits(get_settings()))
     except SieveCompileError as exc:
         raise CLIError(f"line {exc.line}, column {exc.column}: {exc.message}") from None
     click.echo(f"{file}: ok")
@@ -101,16 +85,16 @@ def test(script: str, message: str, envelope_from: str | None, envelope_to: str 
     """Dry-run SCRIPT on MESSAGE (like sieve-test): list the actions, store nothing."""
     if personal_dir is None:
         personal_dir = Path(script).resolve().parent if script != "-" else Path.cwd()
-    environment = run_environment()
-    if script != "-":
-        environment = replace(environment, script_name=Path(script).stem)
+    settings = get_settings()
+    environment = sieve_environment(settings, now=datetime.now(timezone.utc),
+                                    script_name=Path(script).stem if script != "-" else "")
     report = dry_run(_read(script, "script"), _read(message, "message"),
                      envelope_from=envelope_from, envelope_to=envelope_to,
                      mailboxes=mailboxes, environment=environment,
-                     scripts=ScriptDirs(personal_dir,
-                                        get_settings().sieve_scripts_dir / "global"),
+                     scripts=ScriptDirs(personal_dir, settings.sieve_scripts_dir / "global"),
                      before=[(name, _read(name, "script")) for name in before],
-                     after=[(name, _read(name, "script")) for name in after])
+                     after=[(name, _read(name, "script")) for name in after],
+                     limits=sieve_limits(settings))
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False))
     else:

@@ -16,8 +16,9 @@ from pathlib import Path
 import click
 
 from mda.cli import CLIError, sieve
-from mda.cli.admin import emit_bytes, emit_json, for_user, with_store
+from mda.cli.admin import emit_bytes, emit_json, for_user, load_settings, with_store
 from mda.sieve import SieveCompileError, compile_script
+from mda.sieve_config import sieve_limits
 from mda.store import (
     Store,
     activate_script,
@@ -41,8 +42,8 @@ def read_script(path: str) -> str:
         The script source.
 
     Raises:
-        CLIError: unreadable, not UTF-8 (RFC 5228 §2.2), or does not compile (the message
-            gives line and column).
+        CLIError: unreadable, not UTF-8 (RFC 5228 §2.2), or does not compile within the
+            configured limits (`mda.sieve_config`; the message gives line and column).
     """
     try:
         data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
@@ -54,7 +55,7 @@ def read_script(path: str) -> str:
         raise CLIError(f"{path}: not UTF-8 at byte {exc.start} (RFC 5228 §2.2: scripts are "
                        f"UTF-8)") from exc
     try:
-        compile_script(source)
+        compile_script(source, limits=sieve_limits(load_settings()))
     except SieveCompileError as exc:
         raise CLIError(f"{path}: line {exc.line}, column {exc.column}: {exc.message}") from exc
     return source

@@ -41,7 +41,6 @@ from mda.replies import Reply
 from mda.sieve import (
     Discard,
     Envelope,
-    Environment,
     FileInto,
     Keep,
     Message,
@@ -52,6 +51,7 @@ from mda.sieve import (
     evaluate,
     parse_message,
 )
+from mda.sieve_config import sieve_environment, sieve_limits
 from mda.store import (
     INBOX,
     InvalidInput,
@@ -167,6 +167,7 @@ class Deliverer:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        self.limits = sieve_limits(settings)
         self._default_cache: tuple[int, str] | None = None
 
     # ------------------------------------------------------------------ RCPT
@@ -287,19 +288,17 @@ class Deliverer:
         """Compile (cached) and run the script; errors become problems and implicit keep."""
         keep_only = (Keep(implicit=True),)
         try:
-            program = compile_cached(source)
+            program = compile_cached(source, limits=self.limits)
         except SieveCompileError as exc:
             plan.problems.append(_Problem(
                 "compile", f"line {exc.line}, column {exc.column}: {exc.message}"))
             return keep_only
-        environment = Environment(
-            now=transaction.received_at, domain=self.settings.hostname,
-            host=self.settings.hostname, remote_host=transaction.helo,
-            remote_ip=peer_address(transaction.peer),
-            recipient_delimiter=self.settings.recipient_delimiter,
-            user_addresses=(plan.user.address,), script_name=plan.script_name or "")
+        environment = sieve_environment(
+            self.settings, now=transaction.received_at, remote_host=transaction.helo,
+            remote_ip=peer_address(transaction.peer), user_addresses=(plan.user.address,),
+            script_name=plan.script_name or "")
         result = evaluate(program, message, Envelope(transaction.mail_from, rcpt),
-                          environment, _MailboxHost(names))
+                          environment, _MailboxHost(names), limits=self.limits)
         if result.errors:
             plan.problems.extend(_Problem("runtime", error) for error in result.errors)
             return keep_only

@@ -27,6 +27,7 @@ from mda.sieve.addresses import parse_address_list
 from mda.sieve.compiler import compile_script
 from mda.sieve.errors import SieveCompileError
 from mda.sieve.interpreter import Envelope, Environment, Result, evaluate
+from mda.sieve.limits import Limits
 from mda.sieve.message import parse_message
 from mda.sieve.multiscript import evaluate_sequence
 
@@ -117,7 +118,8 @@ def dry_run(script: bytes, raw_message: bytes, *, envelope_from: str | None = No
             envelope_to: str | None = None, mailboxes: Iterable[str] = (),
             environment: Environment | None = None, scripts: ScriptSource | None = None,
             before: Sequence[tuple[str, bytes]] = (),
-            after: Sequence[tuple[str, bytes]] = ()) -> dict[str, Any]:
+            after: Sequence[tuple[str, bytes]] = (),
+            limits: Limits | None = None) -> dict[str, Any]:
     """Compile and evaluate a script on a message; store nothing.
 
     Args:
@@ -130,6 +132,7 @@ def dry_run(script: bytes, raw_message: bytes, *, envelope_from: str | None = No
         scripts: where `include` finds scripts (RFC 6609); None = nowhere.
         before, after: (name, source) of scripts run before and after `script` with
             Pigeonhole's multiscript rules (`mda.sieve.multiscript`).
+        limits: compile and run-time limits; default `Limits()`.
 
     Returns:
         The dry-run JSON object (see the module docstring); a compile error in a before
@@ -138,7 +141,7 @@ def dry_run(script: bytes, raw_message: bytes, *, envelope_from: str | None = No
     programs = []
     for name, source in (*before, ("", script), *after):
         try:
-            programs.append(compile_script(source))
+            programs.append(compile_script(source, limits=limits))
         except SieveCompileError as exc:
             where = f"{name}: " if name else ""
             return {"status": "compile_error",
@@ -150,10 +153,11 @@ def dry_run(script: bytes, raw_message: bytes, *, envelope_from: str | None = No
     host = MailboxList(frozenset(mailboxes), scripts)
     message = parse_message(raw_message)
     if len(programs) == 1:
-        result = evaluate(programs[0], message, envelope, environment or Environment(), host)
+        result = evaluate(programs[0], message, envelope, environment or Environment(), host,
+                          limits=limits)
     else:
         result = evaluate_sequence(programs, message, envelope, environment or Environment(),
-                                   host)
+                                   host, limits=limits)
     return result_json(result)
 
 
