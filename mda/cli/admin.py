@@ -10,7 +10,8 @@ JSON output (`--json`) is the machine interface the tests and scripts rely on:
   "messages_limit"}]`
 - `quota show ADDRESS --json`: `{"storage_used": bytes, "storage_limit": bytes|null,
   "messages_used": n, "messages_limit": n|null}`
-- `mailbox list ADDRESS --json`: `[{"name", "messages", "bytes"}]`
+- `mailbox list ADDRESS --json`: `[{"name", "messages", "bytes", "special_use"}]`
+  (`special_use` is the RFC 6154 attribute such as `\\Junk`, or null)
 - `message list ADDRESS --json`: `[{"mailbox", "uid", "size", "flags", "subject", "from"}]`
 """
 
@@ -276,13 +277,15 @@ async def quota_show(store: Store, address: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_store
 async def mailbox_list(store: Store, address: str, as_json: bool) -> None:
-    """List the mailboxes of ADDRESS with message count and size."""
+    """List the mailboxes of ADDRESS with message count, size and special-use attribute."""
     _, boxes = await for_user(store, address, lambda s, u: list_mailboxes(s, u.id))
     if as_json:
-        emit_json([{"name": b.name, "messages": b.messages, "bytes": b.bytes} for b in boxes])
+        emit_json([{"name": b.name, "messages": b.messages, "bytes": b.bytes,
+                    "special_use": b.special_use} for b in boxes])
         return
     for b in boxes:
-        click.echo(f"{b.name}  {b.messages} messages  {b.bytes} bytes")
+        use = f"  {b.special_use}" if b.special_use else ""
+        click.echo(f"{b.name}  {b.messages} messages  {b.bytes} bytes{use}")
 
 
 # ---------------------------------------------------------------- mda message

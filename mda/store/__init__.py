@@ -25,6 +25,7 @@ from mda.store.blobs import (
     store_blob,
     sweep_orphan_blobs,
 )
+from mda.store.duplicates import duplicate_seen, record_duplicates
 from mda.store.engine import Store, sqlite_path
 from mda.store.errors import (
     AlreadyExists,
@@ -52,6 +53,7 @@ from mda.store.mailboxes import (
     get_mailbox,
     list_mailboxes,
     mailbox_names,
+    mailbox_special_uses,
 )
 from mda.store.messages import (
     MessageInfo,
@@ -63,10 +65,12 @@ from mda.store.messages import (
 )
 from mda.store.models import Mailbox, SieveError, SieveScript, User
 from mda.store.names import (
+    DEFAULT_SPECIAL_MAILBOXES,
     INBOX,
     normalize_address,
     normalize_mailbox_name,
     normalize_script_name,
+    normalize_special_use,
     split_subaddress,
 )
 from mda.store.scripts import (
@@ -96,7 +100,7 @@ from mda.store.users import (
 )
 
 __all__ = [
-    "INBOX", "UNCHANGED",
+    "DEFAULT_SPECIAL_MAILBOXES", "INBOX", "UNCHANGED",
     "AlreadyExists", "InvalidAddress", "InvalidInput", "InvalidMailboxName",
     "InvalidScriptName", "MailboxExists", "MailboxNotFound", "MessageNotFound", "NotFound",
     "QuotaExceeded", "ScriptActive", "ScriptNotFound", "StoreError", "StoreUnavailable",
@@ -106,6 +110,7 @@ __all__ = [
     "activate_script", "active_script", "add_user", "allocate_uid", "append_message",
     "charge_quota", "create_mailbox", "deactivate_scripts", "delete_message",
     "delete_orphan_blobs", "delete_script", "delete_user", "drop_blob_if_unreferenced",
+    "duplicate_seen", "record_duplicates", "mailbox_special_uses", "normalize_special_use",
     "ensure_mailbox", "find_user", "get_mailbox", "get_script", "get_user", "list_mailboxes",
     "list_messages", "list_scripts", "list_sieve_errors", "list_users", "mailbox_names",
     "message_bytes", "normalize_address", "normalize_mailbox_name", "normalize_script_name",

@@ -14,6 +14,8 @@ Tables:
   quota counts), flags, internal date.
 - `sieve_scripts`: per user, unique name, at most one active (partial unique index).
 - `sieve_errors`: the per-user log of Sieve compile and runtime errors met at delivery.
+- `sieve_duplicates`: the duplicate-tracking records of the Sieve duplicate test (RFC 7352
+  §3): per user, the hex SHA-256 key of (handle, :last, unique ID) and when it expires.
 
 Relationships are `lazy="raise"`: every load is explicit, so no implicit IO happens under
 asyncio.
@@ -188,3 +190,15 @@ class SieveError(Base):
     kind: Mapped[str] = mapped_column(String(16))
     queue_id: Mapped[str | None] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)
+
+
+class SieveDuplicate(Base):
+    """A duplicate-tracking record (RFC 7352 §3): this key was seen until `expires_at`."""
+
+    __tablename__ = "sieve_duplicates"
+    __table_args__ = (UniqueConstraint("user_id", "key_hash"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

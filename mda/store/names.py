@@ -6,6 +6,7 @@
 - Mailbox names: UTF-8, `/` separates hierarchy levels, `INBOX` in any case means INBOX
   (RFC 3501 §5.1).
 - Sieve script names (RFC 5804 §1.6).
+- Special-use attributes of mailboxes (RFC 6154 §2).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from mda.store.errors import InvalidAddress, InvalidMailboxName, InvalidScriptName
+from mda.store.errors import InvalidAddress, InvalidInput, InvalidMailboxName, InvalidScriptName
 
 INBOX = "INBOX"
 HIERARCHY_SEPARATOR = "/"
@@ -22,6 +23,15 @@ MAX_LOCAL_PART = 64  # octets, RFC 5321 §4.5.3.1.1
 MAX_DOMAIN = 255  # octets, RFC 5321 §4.5.3.1.2
 MAX_MAILBOX_NAME = 1000  # octets; IMAP servers commonly cap well below this
 MAX_SCRIPT_NAME = 512  # octets; RFC 5804 requires support for at least 128 characters
+MAX_SPECIAL_USE = 32  # octets, the width of mailboxes.special_use
+
+#: RFC 6154 §2 attributes in their registered spelling (compared case-insensitively)
+SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent",
+                "\\Trash")
+#: the special-use mailboxes every new user gets besides INBOX (name, attribute)
+DEFAULT_SPECIAL_MAILBOXES = (("Junk", "\\Junk"), ("Trash", "\\Trash"), ("Sent", "\\Sent"),
+                             ("Drafts", "\\Drafts"), ("Archive", "\\Archive"))
+_USE_ATTR = re.compile(r"\\[^\x00-\x20\x7f(){%*\"\\\]]+")
 
 _LOCAL_ATOM = re.compile(r"[^\s\x00-\x1f\x7f()<>\[\]:;@\\,\"]+")
 _LOCAL_QUOTED = re.compile(r'"(?:[^"\\\r\n\x00]|\\[\x20-\x7e])*"')
@@ -159,6 +169,29 @@ def normalize_script_name(name: str) -> str:
     if any(_is_control(ch) or ch in "\u2028\u2029" for ch in value):
         raise InvalidScriptName(f"script name {name!r} contains a control character")
     return value
+
+
+def normalize_special_use(attr: str) -> str:
+    """Validate a special-use attribute (RFC 6154 §6 use-attr: `\\` and an IMAP atom).
+
+    Attributes compare case-insensitively; the RFC 6154 §2 ones are returned in their
+    registered spelling (`\\junk` becomes `\\Junk`), others as given.
+
+    Args:
+        attr: e.g. `\\Junk`.
+
+    Returns:
+        The canonical attribute.
+
+    Raises:
+        InvalidInput: not `\\` followed by an atom, or longer than 32 octets.
+    """
+    if not _USE_ATTR.fullmatch(attr):
+        raise InvalidInput(f"{attr!r} is not a special-use attribute (RFC 6154 §6)")
+    if len(attr.encode("utf-8")) > MAX_SPECIAL_USE:
+        raise InvalidInput(f"special-use attribute {attr!r} is longer than "
+                           f"{MAX_SPECIAL_USE} octets")
+    return next((known for known in SPECIAL_USES if known.lower() == attr.lower()), attr)
 
 
 def _is_control(ch: str) -> bool:

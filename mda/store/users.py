@@ -21,7 +21,7 @@ from mda.store.blobs import release_blob
 from mda.store.errors import QuotaExceeded, UserExists, UserNotFound
 from mda.store.mailboxes import create_mailbox
 from mda.store.models import Mailbox, Message, User
-from mda.store.names import INBOX, normalize_address
+from mda.store.names import DEFAULT_SPECIAL_MAILBOXES, INBOX, normalize_address
 
 
 class _Unchanged:
@@ -57,7 +57,8 @@ class QuotaUsage:
 
 async def add_user(session: AsyncSession, address: str, *, storage_limit: int | None = None,
                    messages_limit: int | None = None) -> User:
-    """Create a user with an INBOX.
+    """Create a user with an INBOX and the special-use mailboxes Junk, Trash, Sent, Drafts
+    and Archive (RFC 6154 §2, `DEFAULT_SPECIAL_MAILBOXES`).
 
     Args:
         session: a write session.
@@ -86,6 +87,8 @@ async def add_user(session: AsyncSession, address: str, *, storage_limit: int | 
     except IntegrityError as exc:  # a concurrent add of the same address won the race
         raise UserExists(f"user {canonical} already exists") from exc
     await create_mailbox(session, user.id, INBOX)
+    for name, special_use in DEFAULT_SPECIAL_MAILBOXES:
+        await create_mailbox(session, user.id, name, special_use=special_use)
     return user
 
 

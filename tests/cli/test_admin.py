@@ -16,7 +16,7 @@ def test_db_upgrade_creates_the_file_and_is_repeatable(mda: Run, sqlite_url: str
     path = Path(sqlite_url.split("///", 1)[1])
     assert not path.exists()
     first = mda("db", "upgrade", check=True)
-    assert b"revision 0001" in first.stdout
+    assert b"revision 0002" in first.stdout
     assert path.is_file()
     mda("db", "upgrade", check=True)
 
@@ -64,9 +64,16 @@ def test_mailboxes_and_messages(cli: Run, sqlite_url: str) -> None:
     ])
     size = len(b"Delivered-To: test\r\n") + len(MESSAGE)
     assert as_json(cli("mailbox", "list", "joe@example.com", "--json")) == [
-        {"name": "INBOX", "messages": 2, "bytes": size + 20 + 19},
-        {"name": "Lists/Python", "messages": 1, "bytes": size},
+        {"name": "INBOX", "messages": 2, "bytes": size + 20 + 19, "special_use": None},
+        {"name": "Archive", "messages": 0, "bytes": 0, "special_use": "\\Archive"},
+        {"name": "Drafts", "messages": 0, "bytes": 0, "special_use": "\\Drafts"},
+        {"name": "Junk", "messages": 0, "bytes": 0, "special_use": "\\Junk"},
+        {"name": "Lists/Python", "messages": 1, "bytes": size, "special_use": None},
+        {"name": "Sent", "messages": 0, "bytes": 0, "special_use": "\\Sent"},
+        {"name": "Trash", "messages": 0, "bytes": 0, "special_use": "\\Trash"},
     ]
+    text_listing = cli("mailbox", "list", "joe@example.com", check=True).stdout.decode()
+    assert "Junk  0 messages  0 bytes  \\Junk\n" in text_listing
     listed = as_json(cli("message", "list", "joe@example.com", "--json"))
     assert listed[0] == {"mailbox": "INBOX", "uid": 1, "size": size, "flags": ["\\Seen"],
                          "subject": "Hello there", "from": "Jörg <jorg@example.org>"}

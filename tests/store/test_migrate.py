@@ -16,7 +16,8 @@ from mda.store.engine import create_engine
 from mda.store.migrate import MIGRATIONS_DIR, downgrade, head_revision, upgrade
 from mda.store.models import Base
 
-TABLES = {"users", "mailboxes", "message_blobs", "messages", "sieve_scripts", "sieve_errors"}
+TABLES = {"users", "mailboxes", "message_blobs", "messages", "sieve_scripts", "sieve_errors",
+          "sieve_duplicates"}
 
 
 async def _inspect(url: str) -> tuple[str | None, set[str], list]:
@@ -106,3 +107,46 @@ def test_sqlite_is_in_wal_mode_after_upgrade(sqlite_url: str) -> None:
 
     assert asyncio.run(mode()) == "wal"
     assert os.path.exists(sqlite_url.split("///", 1)[1])
+
+
+async def _sql(url: str, *statements: str) -> list[tuple]:
+    """Run raw SQL statements in one transaction; the rows of the last one."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            result = None
+            for statement in statements:
+                result = await conn.execute(text(statement))
+            return [tuple(row) for row in result] if result is not None and result.returns_rows \
+                else []
+    finally:
+        await engine.dispose()
+
+
+def test_0002_backfills_special_use_mailboxes_and_downgrades(db_url: str) -> None:
+    upgrade(db_url, "0001")
+    stamp = "'2024-05-01 12:00:00'"
+    asyncio.run(_sql(
+        db_url,
+        f"INSERT INTO users (id, address, storage_used, messages_used, created_at) VALUES "
+        f"(1, 'old@example.com', 0, 0, {stamp}), (2, 'own@example.com', 0, 0, {stamp})",
+        f"INSERT INTO mailboxes (user_id, name, uidvalidity, uidnext, special_use, created_at) "
+        f"VALUES (1, 'INBOX', 1, 1, NULL, {stamp}), (1, 'Junk', 1, 5, NULL, {stamp}), "
+        f"(2, 'INBOX', 1, 1, NULL, {stamp}), (2, 'Spam', 1, 1, '\\Junk', {stamp}), "
+        f"(2, 'Trash', 1, 1, '\\Flagged', {stamp})"))
+    upgrade(db_url)
+    rows = asyncio.run(_sql(db_url, "SELECT user_id, name, special_use, uidnext FROM mailboxes "
+                                    "ORDER BY user_id, name"))
+    assert rows == [
+        (1, "Archive", "\\Archive", 1), (1, "Drafts", "\\Drafts", 1), (1, "INBOX", None, 1),
+        (1, "Junk", "\\Junk", 5), (1, "Sent", "\\Sent", 1), (1, "Trash", "\\Trash", 1),
+        (2, "Archive", "\\Archive", 1), (2, "Drafts", "\\Drafts", 1), (2, "INBOX", None, 1),
+        (2, "Sent", "\\Sent", 1), (2, "Spam", "\\Junk", 1), (2, "Trash", "\\Flagged", 1),
+    ]
+    assert "sieve_duplicates" in asyncio.run(_inspect(db_url))[1]
+    downgrade(db_url, "0001")
+    revision, tables, _ = asyncio.run(_inspect(db_url))
+    assert revision == "0001" and "sieve_duplicates" not in tables
+    assert len(asyncio.run(_sql(db_url, "SELECT id FROM mailboxes"))) == 12  # mail is kept
+    upgrade(db_url)
+    assert asyncio.run(_inspect(db_url))[0] == head_revision()

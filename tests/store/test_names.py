@@ -8,11 +8,13 @@ from hypothesis import strategies as st
 
 from mda.store import (
     InvalidAddress,
+    InvalidInput,
     InvalidMailboxName,
     InvalidScriptName,
     normalize_address,
     normalize_mailbox_name,
     normalize_script_name,
+    normalize_special_use,
     split_subaddress,
 )
 
@@ -90,3 +92,17 @@ def test_invalid_script_names(bad: str) -> None:
 
 def test_script_names_are_nfc() -> None:
     assert normalize_script_name("cafe\u0301") == "caf\u00e9"
+
+
+@pytest.mark.parametrize(("attr", "canonical"), [
+    ("\\Junk", "\\Junk"), ("\\junk", "\\Junk"), ("\\TRASH", "\\Trash"),
+    ("\\X-Custom", "\\X-Custom"),
+])
+def test_special_use_attributes(attr: str, canonical: str) -> None:
+    assert normalize_special_use(attr) == canonical
+
+
+@pytest.mark.parametrize("bad", ["Junk", "\\", "\\a b", "\\a(b", "\\" + "x" * 32])
+def test_invalid_special_use_attributes(bad: str) -> None:
+    with pytest.raises(InvalidInput):
+        normalize_special_use(bad)

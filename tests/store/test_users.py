@@ -26,13 +26,15 @@ from mda.store import (
 from tests.store.conftest import new_user
 
 
-async def test_new_user_has_an_empty_inbox_and_canonical_address(store: Store) -> None:
+async def test_new_user_has_empty_inbox_and_special_use_mailboxes(store: Store) -> None:
     user = await new_user(store, "Joe@Example.COM", storage_limit=1000, messages_limit=5)
     assert user.address == "Joe@example.com"
     async with store.read() as session:
         boxes = await list_mailboxes(session, user.id)
         usage = await quota_usage(session, "Joe@EXAMPLE.com")
-    assert [(b.name, b.messages, b.bytes) for b in boxes] == [("INBOX", 0, 0)]
+    assert [(b.name, b.messages, b.bytes, b.special_use) for b in boxes] == [
+        ("INBOX", 0, 0, None), ("Archive", 0, 0, "\\Archive"), ("Drafts", 0, 0, "\\Drafts"),
+        ("Junk", 0, 0, "\\Junk"), ("Sent", 0, 0, "\\Sent"), ("Trash", 0, 0, "\\Trash")]
     assert (usage.storage_used, usage.storage_limit, usage.messages_used,
             usage.messages_limit) == (0, 1000, 0, 5)
 

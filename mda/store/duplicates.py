@@ -1,0 +1,73 @@
+"""Duplicate-tracking records of the Sieve duplicate test (RFC 7352 §3).
+
+A record says "this user's delivery with key K was handled; until `expires_at` another
+message with the same key is a duplicate". The key is an opaque hex SHA-256 the engine
+computes (`mda.sieve.DuplicateMark.id_hash`). Delivery writes the records in the same
+transaction as the recipient's stored copies (`record_duplicates`), so they exist only when
+that delivery committed, and purges the user's expired records there too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mda.store.models import SieveDuplicate
+
+
+async def duplicate_seen(session: AsyncSession, user_id: int, key_hash: str,
+                         now: datetime) -> bool:
+    """Is an unexpired record with this key stored for the user (RFC 7352 §3)?
+
+    Args:
+        session: any session.
+        user_id: the user.
+        key_hash: the record's key.
+        now: the time to compare expiries with (aware).
+
+    Returns:
+        True when a record exists whose expiry is after `now`.
+    """
+    return (await session.execute(select(SieveDuplicate.id).where(
+        SieveDuplicate.user_id == user_id, SieveDuplicate.key_hash == key_hash,
+        SieveDuplicate.expires_at > now))).first() is not None
+
+
+async def record_duplicates(session: AsyncSession, user_id: int,
+                            records: Iterable[tuple[str, datetime]], now: datetime) -> int:
+    """Write duplicate records for the user and purge the user's expired ones.
+
+    A key that is already stored gets the new expiry (RFC 7352 §3.4 `:last` renews it; an
+    expired record is simply replaced).
+
+    Args:
+        session: the write session of the recipient's delivery (records must commit with
+            the stored copies, or not at all).
+        user_id: the user.
+        records: (key hash, expiry as an aware datetime) pairs; a key given twice keeps
+            the later expiry.
+        now: expired records (expiry at or before `now`) of this user are deleted.
+
+    Returns:
+        The number of records written.
+    """
+    expiries: dict[str, datetime] = {}
+    for key, expires_at in records:
+        expiries[key] = max(expires_at, expiries.get(key, expires_at))
+    await session.execute(delete(SieveDuplicate).where(
+        SieveDuplicate.user_id == user_id, SieveDuplicate.expires_at <= now))
+    if not expiries:
+        return 0
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" \
+        else sqlite.insert
+    statement = insert(SieveDuplicate).values(
+        [{"user_id": user_id, "key_hash": key, "expires_at": expires_at}
+         for key, expires_at in expiries.items()])
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=["user_id", "key_hash"],
+        set_={"expires_at": statement.excluded.expires_at}))
+    return len(expiries)
