@@ -1,18 +1,28 @@
-"""Delivery: for each accepted recipient, run the user's Sieve script and apply the result.
+"""Delivery: for each accepted recipient, run the Sieve scripts and apply the result.
 
 Per LMTP transaction (`Deliverer.deliver`):
-1. The message's line endings are normalised to CRLF and it is parsed once for Sieve.
+1. The message's line endings are normalised to CRLF and it is parsed once for Sieve (in a
+   worker thread: a large message must not stall the event loop).
 2. For each recipient, in RCPT order and isolated from the others:
    a. resolve the user (domain case-insensitive; `user+detail@dom` → `user@dom`);
-   b. read the active script (else the global `default.sieve`, else none: implicit keep)
-      and the user's mailbox names, in one short read;
-   c. evaluate (pure, `mda.sieve`): a compile or runtime error — or a redirect, which
-      cannot be sent yet — means implicit keep into INBOX, with the error recorded;
+   b. read the active script and the user's mailboxes with their special-use attributes,
+      in one short read;
+   c. evaluate in a worker thread (`mda.sieve`, never on the event loop): the global
+      `before.d/*.sieve`, the user's active script (or the global `default.sieve`), then
+      `after.d/*.sieve`, with Pigeonhole's multiscript rules
+      (`mda.sieve.multiscript.evaluate_sequence`). A user script that does not compile is
+      skipped and recorded; a run-time error keeps implicitly and is recorded; a redirect,
+      which cannot be sent yet, means implicit keep with an error. The engine's questions
+      are answered by `DeliveryHost` (includes, duplicate records, special-use);
    d. apply the actions in ONE write transaction: message rows with this recipient's
-      header prefix, flags, UIDs, quota (conditional UPDATE), and the error log;
+      header prefix (each copy as editheader left it), flags, UIDs, quota (conditional
+      UPDATE), the duplicate-tracking records (RFC 7352) and the error log;
    e. the reply is 250 only after that transaction committed (RFC 2033 §4.2).
 3. The message bytes are stored once as a shared blob, in their own short transaction,
    the first time a recipient needs them; a blob no recipient kept is deleted at the end.
+
+A result that both stores (an earlier script's keep) and rejects (a later script) is
+stored and answered 250; the reject is recorded as ignored (docs/sieve-deviations.md).
 
 `deliver` never raises: every recipient gets exactly one outcome (`mda.delivery.errors`
 maps failures to replies).
@@ -24,8 +34,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-
+from datetime import timedelta
 
 from mda import replies
 from mda.config import Settings
@@ -36,21 +45,28 @@ from mda.delivery.headers import (
     normalize_line_endings,
     peer_address,
 )
+from mda.delivery.host import DeliveryHost
+from mda.delivery.scripts import DEFAULT_SCRIPT, GlobalScripts
 from mda.delivery.transaction import RecipientOutcome, Transaction
 from mda.replies import Reply
 from mda.sieve import (
+    Action,
     Discard,
+    DuplicateMark,
     Envelope,
     FileInto,
     Keep,
     Message,
+    Program,
     Redirect,
     Reject,
+    Result,
     SieveCompileError,
     compile_cached,
     evaluate,
     parse_message,
 )
+from mda.sieve.multiscript import evaluate_sequence
 from mda.sieve_config import sieve_environment, sieve_limits
 from mda.store import (
     INBOX,
@@ -66,9 +82,11 @@ from mda.store import (
     ensure_mailbox,
     find_user,
     get_mailbox,
-    mailbox_names,
+    mailbox_special_uses,
     normalize_address,
     normalize_mailbox_name,
+    normalize_special_use,
+    record_duplicates,
     record_sieve_error,
     split_subaddress,
 )
@@ -77,8 +95,11 @@ from mda.store.messages import is_valid_flag
 
 log = logging.getLogger("mda.delivery")
 
-DEFAULT_SCRIPT_NAME = "default.sieve"
+DEFAULT_SCRIPT_NAME = DEFAULT_SCRIPT
 REDIRECT_UNAVAILABLE = "redirect is not available: no submission configured"
+REJECT_AFTER_KEEP = ("reject ignored: an earlier script already kept the message, so it was "
+                     "stored and accepted (250)")
+_KEEP_ONLY: tuple[Action, ...] = (Keep(implicit=True),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +118,13 @@ class _Target:
         flags: the copy's flags.
         create: create the mailbox if missing.
         message: the version editheader (RFC 5293) left for this action; None = as received.
+        special_use: the attribute a mailbox created for this copy gets (RFC 8579 §4).
     """
 
     flags: frozenset[str]
     create: bool
     message: Message | None = None
+    special_use: str | None = None
 
 
 @dataclass(slots=True)
@@ -109,24 +132,21 @@ class _Plan:
     """What evaluation decided for one recipient, before anything is written."""
 
     user: User
-    script_name: str | None
+    script_name: str | None  # for the error log: the active script, default.sieve or None
     targets: dict[str, _Target] = field(default_factory=dict)
     reject: Reject | None = None
     problems: list[_Problem] = field(default_factory=list)
+    duplicates: tuple[DuplicateMark, ...] = ()
 
 
-class _MailboxHost:
-    """The Sieve `Host`: answers `mailbox_exists` from the pre-fetched mailbox names."""
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What one short read found out about the recipient before evaluation."""
 
-    def __init__(self, names: frozenset[str]) -> None:
-        self.names = names
-
-    def mailbox_exists(self, name: str) -> bool:
-        """RFC 5490 §3.1: whether the user has mailbox `name` (INBOX in any case)."""
-        try:
-            return normalize_mailbox_name(name) in self.names
-        except InvalidInput:
-            return False
+    user: User
+    script_name: str | None  # the active script's name, None when the user has none
+    source: str | None
+    special_uses: dict[str, str | None]
 
 
 class _SharedBlob:
@@ -155,20 +175,26 @@ class _SharedBlob:
             log.warning("%s: could not drop unused blob %d", queue_id, self.id, exc_info=True)
 
 
+def _prepare(data: bytes) -> tuple[bytes, Message]:
+    """Normalise line endings and parse for Sieve (run in a worker thread)."""
+    normalized = normalize_line_endings(data)
+    return normalized, parse_message(normalized)
+
+
 class Deliverer:
-    """Delivers LMTP transactions into the store through each user's Sieve script.
+    """Delivers LMTP transactions into the store through the Sieve scripts.
 
     Args:
         store: the store.
         settings: hostname, recipient delimiter, quota reply mode, mailbox autocreate,
-            global Sieve directory.
+            global Sieve directory, Sieve limits and run settings (`mda.sieve_config`).
     """
 
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
         self.limits = sieve_limits(settings)
-        self._default_cache: tuple[int, str] | None = None
+        self.scripts = GlobalScripts(settings.sieve_scripts_dir, self.limits)
 
     # ------------------------------------------------------------------ RCPT
 
@@ -223,8 +249,7 @@ class Deliverer:
         """
         started = time.monotonic()
         try:
-            data = normalize_line_endings(transaction.data)
-            message = parse_message(data)
+            data, message = await asyncio.to_thread(_prepare, transaction.data)
         except Exception as exc:
             return [self._failed(transaction, rcpt, exc, started)
                     for rcpt in transaction.recipients]
@@ -249,11 +274,11 @@ class Deliverer:
         try:
             plan = await self._plan(transaction, rcpt, message)
             if plan.reject is not None:
-                await self._record_problems(plan, transaction.queue_id)
+                await self._commit_without_copies(plan, transaction)
                 return RecipientOutcome(rcpt, replies.sieve_reject(rcpt, plan.reject.reason),
                                         "rejected", (), _ms_since(started))
             if not plan.targets:
-                await self._record_problems(plan, transaction.queue_id)
+                await self._commit_without_copies(plan, transaction)
                 return RecipientOutcome(rcpt, replies.delivered(rcpt, "Discarded"),
                                         "discarded", (), _ms_since(started))
             stored = await self._store(transaction, rcpt, plan, blob)
@@ -265,49 +290,81 @@ class Deliverer:
     # ------------------------------------------------------------------ evaluate
 
     async def _plan(self, transaction: Transaction, rcpt: str, message: Message) -> _Plan:
-        """Resolve the user, load the script and mailbox names, and evaluate."""
+        """Read what the scripts need, evaluate them in a worker thread, and plan the stores."""
+        facts = await self._facts(rcpt)
+        host = DeliveryHost(self.store, asyncio.get_running_loop(), facts.user.id,
+                            facts.special_uses, self.scripts, transaction.received_at)
+        plan = _Plan(facts.user, facts.script_name)
+        actions = await asyncio.to_thread(self._evaluate, plan, facts, transaction, rcpt,
+                                          message, host)
+        self._collect(plan, actions, host)
+        return plan
+
+    async def _facts(self, rcpt: str) -> _Facts:
+        """The user, the active script and the mailboxes, in one short read.
+
+        Raises:
+            UserNotFound: the user went away since RCPT.
+        """
         async with self.store.read() as session:
             user = await self._resolve(session, rcpt)
             if user is None:
                 raise UserNotFound(f"no user for {rcpt}")
             script = await active_script(session, user.id)
-            names = await mailbox_names(session, user.id)
-        if script is not None:
-            source, script_name = script.source, script.name
-        else:
-            source, script_name = self._default_script(), DEFAULT_SCRIPT_NAME
-        plan = _Plan(user, script_name if source is not None else None)
-        actions: tuple = (Keep(implicit=True),)
-        if source is not None:
-            actions = self._evaluate(plan, source, transaction, rcpt, message, names)
-        self._collect(plan, actions, names)
-        return plan
+            special_uses = await mailbox_special_uses(session, user.id)
+        if script is None:
+            return _Facts(user, None, None, special_uses)
+        return _Facts(user, script.name, script.source, special_uses)
 
-    def _evaluate(self, plan: _Plan, source: str, transaction: Transaction, rcpt: str,
-                  message: Message, names: frozenset[str]) -> tuple:
-        """Compile (cached) and run the script; errors become problems and implicit keep."""
-        keep_only = (Keep(implicit=True),)
-        try:
-            program = compile_cached(source, limits=self.limits)
-        except SieveCompileError as exc:
-            plan.problems.append(_Problem(
-                "compile", f"line {exc.line}, column {exc.column}: {exc.message}"))
-            return keep_only
+    def _evaluate(self, plan: _Plan, facts: _Facts, transaction: Transaction, rcpt: str,
+                  message: Message, host: DeliveryHost) -> tuple[Action, ...]:
+        """Compile (cached) and run the scripts; runs in a worker thread.
+
+        Problems (a user script that does not compile, a run-time error, a redirect that
+        cannot be sent) are added to the plan and give the implicit keep. The result's
+        duplicate records are kept in the plan unless there was an error.
+        """
+        programs = self._programs(plan, facts)
+        if not programs:
+            return _KEEP_ONLY
         environment = sieve_environment(
             self.settings, now=transaction.received_at, remote_host=transaction.helo,
-            remote_ip=peer_address(transaction.peer), user_addresses=(plan.user.address,),
-            script_name=plan.script_name or "")
-        result = evaluate(program, message, Envelope(transaction.mail_from, rcpt),
-                          environment, _MailboxHost(names), limits=self.limits)
+            remote_ip=peer_address(transaction.peer), user_addresses=(facts.user.address,),
+            script_name=facts.script_name or "")
+        envelope = Envelope(transaction.mail_from, rcpt)
+        result: Result
+        if len(programs) == 1:
+            result = evaluate(programs[0], message, envelope, environment, host,
+                              limits=self.limits)
+        else:
+            result = evaluate_sequence(programs, message, envelope, environment, host,
+                                       limits=self.limits)
         if result.errors:
             plan.problems.extend(_Problem("runtime", error) for error in result.errors)
-            return keep_only
+            return result.actions
         if any(isinstance(action, Redirect) for action in result.actions):
             plan.problems.append(_Problem("runtime", REDIRECT_UNAVAILABLE))
-            return keep_only
+            return _KEEP_ONLY
+        plan.duplicates = result.duplicate_ids
         return result.actions
 
-    def _collect(self, plan: _Plan, actions: tuple, names: frozenset[str]) -> None:
+    def _programs(self, plan: _Plan, facts: _Facts) -> list[Program]:
+        """before.d, the user's script (or default.sieve), after.d: compiled, in order."""
+        main: Program | None = None
+        if facts.source is not None:
+            try:
+                main = compile_cached(facts.source, limits=self.limits)
+            except SieveCompileError as exc:
+                plan.problems.append(_Problem(
+                    "compile", f"line {exc.line}, column {exc.column}: {exc.message}"))
+        else:
+            main = self.scripts.default()
+            if main is not None:
+                plan.script_name = DEFAULT_SCRIPT_NAME
+        middle = [main] if main is not None else []
+        return [*self.scripts.before(), *middle, *self.scripts.after()]
+
+    def _collect(self, plan: _Plan, actions: tuple[Action, ...], host: DeliveryHost) -> None:
         """Turn the action list into storage targets (mailbox → flags, create) or a reject."""
         for action in actions:
             if isinstance(action, Reject):
@@ -316,32 +373,49 @@ class Deliverer:
                 self._target(plan, INBOX, action, create=False)
             elif isinstance(action, FileInto):
                 create = action.create or self.settings.mailbox_autocreate
-                self._target(plan, self._fileinto_mailbox(plan, action, names, create),
-                             action, create=create)
+                name, special_use = self._fileinto_mailbox(plan, action, host, create)
+                self._target(plan, name, action, create=create, special_use=special_use)
             elif isinstance(action, Discard):
                 continue
             else:  # vacation, notify: their sending arrives with outbound mail
                 plan.problems.append(_Problem(
                     "warning", f"{type(action).__name__.lower()} is not available: "
                                "no submission configured; action ignored"))
+        if plan.reject is not None and plan.targets:
+            # Only a sequence of scripts gets here (within one script reject conflicts with
+            # keep and fileinto): a 550 after storing would say the mail was not delivered.
+            plan.problems.append(_Problem("runtime", REJECT_AFTER_KEEP))
+            plan.reject = None
 
-    def _fileinto_mailbox(self, plan: _Plan, action: FileInto, names: frozenset[str],
-                          create: bool) -> str:
-        """The mailbox a fileinto stores into: its own when it exists or may be created,
-        else INBOX (with a warning in the user's error log)."""
+    def _fileinto_mailbox(self, plan: _Plan, action: FileInto, host: DeliveryHost,
+                          create: bool) -> tuple[str, str | None]:
+        """The mailbox a fileinto stores into, and the special-use attribute to give it if
+        it is created: the user's mailbox with `:specialuse` when there is one (RFC 8579
+        §4), else the named one when it exists or may be created, else INBOX (with a
+        warning in the user's error log)."""
+        special_use = None
+        if action.special_use is not None:
+            found = host.special_use_mailbox(action.special_use)
+            if found is not None:
+                return found, None
+            try:
+                special_use = normalize_special_use(action.special_use)
+            except InvalidInput as exc:
+                plan.problems.append(_Problem("warning", f"fileinto :specialuse: {exc}"))
         try:
             name = normalize_mailbox_name(action.mailbox)
         except InvalidInput as exc:
             plan.problems.append(_Problem("warning", f"fileinto: {exc}; stored in INBOX"))
-            return INBOX
-        if name in names or create:
-            return name
+            return INBOX, None
+        if host.mailbox_exists(name) or create:
+            return name, special_use
         plan.problems.append(_Problem(
             "warning", f"fileinto: mailbox {name!r} does not exist; stored in INBOX"))
-        return INBOX
+        return INBOX, None
 
     @staticmethod
-    def _target(plan: _Plan, mailbox: str, action: Keep | FileInto, *, create: bool) -> None:
+    def _target(plan: _Plan, mailbox: str, action: Keep | FileInto, *, create: bool,
+                special_use: str | None = None) -> None:
         """Add a store target; a second one into the same mailbox merges into the first
         (one copy, flags combined, the later message version)."""
         valid = frozenset(flag for flag in action.flags if is_valid_flag(flag))
@@ -353,29 +427,18 @@ class Deliverer:
         if old is not None:
             valid, create = old.flags | valid, old.create or create
             message = message or old.message
-        plan.targets[mailbox] = _Target(valid, create, message)
-
-    def _default_script(self) -> str | None:
-        """The global default script's source, or None when there is none (re-read when
-        the file changes)."""
-        path = Path(self.settings.sieve_scripts_dir) / DEFAULT_SCRIPT_NAME
-        try:
-            mtime = path.stat().st_mtime_ns
-            if self._default_cache is None or self._default_cache[0] != mtime:
-                self._default_cache = (mtime, path.read_bytes().decode("utf-8", "replace"))
-        except FileNotFoundError:
-            self._default_cache = None
-            return None
-        return self._default_cache[1]
+            special_use = old.special_use or special_use
+        plan.targets[mailbox] = _Target(valid, create, message, special_use)
 
     # ------------------------------------------------------------------ apply
 
     async def _store(self, transaction: Transaction, rcpt: str, plan: _Plan,
                      blob: _SharedBlob) -> tuple[str, ...]:
-        """Store the copies in one transaction; returns the mailbox names stored into.
+        """Store the copies, duplicate records and problems in one transaction; returns
+        the mailbox names stored into.
 
         Raises:
-            QuotaExceeded, StoreUnavailable, StoreError: nothing was stored.
+            QuotaExceeded, StoreUnavailable, StoreError: nothing was stored or recorded.
         """
         if any(target.message is None for target in plan.targets.values()):
             await blob.ensure()
@@ -399,30 +462,55 @@ class Deliverer:
                         hostname=self.settings.hostname, queue_id=transaction.queue_id,
                         received_at=transaction.received_at,
                         add_empty_line=not has_header_section(data))
-                    mailbox = await self._mailbox(session, plan.user.id, name, target.create)
+                    mailbox = await self._mailbox(session, plan.user.id, name, target)
                     copy = await append_message(
                         session, user_id=plan.user.id, mailbox=mailbox, blob_id=blob_id,
                         blob_size=len(data), header_prefix=prefix, flags=target.flags,
                         internal_date=transaction.received_at)
                     stored.append(copy.mailbox)
-                await self._record(session, plan, transaction.queue_id)
+                await self._record(session, plan, transaction)
         except StoreError:
             await self._record_problems(plan, transaction.queue_id)
             raise
         return tuple(stored)
 
     @staticmethod
-    async def _mailbox(session: Session, user_id: int, name: str,
-                       create: bool) -> Mailbox:
-        if create or name == INBOX:
-            return await ensure_mailbox(session, user_id, name)
+    async def _mailbox(session: Session, user_id: int, name: str, target: _Target) -> Mailbox:
+        if target.create or name == INBOX:
+            return await ensure_mailbox(session, user_id, name, special_use=target.special_use)
         return await get_mailbox(session, user_id, name)
 
-    async def _record(self, session: Session, plan: _Plan, queue_id: str) -> None:
+    async def _record(self, session: Session, plan: _Plan, transaction: Transaction) -> None:
+        """Write the duplicate-tracking records (RFC 7352 §3, expiring `seconds` after the
+        delivery) and the Sieve problems in the recipient's transaction."""
+        now = transaction.received_at
+        if plan.duplicates:
+            await record_duplicates(
+                session, plan.user.id,
+                [(mark.id_hash, now + timedelta(seconds=mark.seconds))
+                 for mark in plan.duplicates], now)
+        await self._record_errors(session, plan, transaction.queue_id)
+
+    async def _record_errors(self, session: Session, plan: _Plan, queue_id: str) -> None:
         for problem in plan.problems:
             await record_sieve_error(session, plan.user.id, kind=problem.kind,
                                      message=problem.message, script_name=plan.script_name,
                                      queue_id=queue_id)
+
+    async def _commit_without_copies(self, plan: _Plan, transaction: Transaction) -> None:
+        """Finish a rejected or discarded delivery: record its duplicate records and
+        problems in one transaction. Without duplicate records a failure to record is
+        only logged; with them it raises (the recipient gets 451 and the retry is not
+        taken for a duplicate).
+
+        Raises:
+            StoreError: the duplicate records could not be written.
+        """
+        if not plan.duplicates:
+            await self._record_problems(plan, transaction.queue_id)
+            return
+        async with self.store.transaction() as session:
+            await self._record(session, plan, transaction)
 
     async def _record_problems(self, plan: _Plan, queue_id: str) -> None:
         """Record the Sieve problems in their own transaction (when nothing is stored);
@@ -431,7 +519,7 @@ class Deliverer:
             return
         try:
             async with self.store.transaction() as session:
-                await self._record(session, plan, queue_id)
+                await self._record_errors(session, plan, queue_id)
         except Exception:
             log.warning("%s: could not record Sieve errors for %s", queue_id,
                         plan.user.address, exc_info=True)
