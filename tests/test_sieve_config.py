@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,3 +104,12 @@ def test_check_and_put_use_the_script_size_setting(mda: Run, mda_env: dict[str, 
     put = mda("sieve", "put", "joe@example.com", "big", script, env=env)
     assert put.returncode != 0 and b"the limit is 40 bytes" in put.stderr
     mda("sieve", "put", "joe@example.com", "big", script, check=True)
+
+
+def test_the_dry_run_path_imports_no_database_code() -> None:
+    """`mda sieve test` runs hundreds of times in the test suite: keep it light."""
+    code = ("import sys, mda.sieve_config, mda.cli.dryrun\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'sqlalchemy', 'alembic', 'aiosqlite', 'asyncpg'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert out.stdout == b"[]\n"
