@@ -9,7 +9,10 @@ outcomes = await deliverer.deliver(Transaction(queue_id, mail_from, recipients, 
 ```
 
 See `mda.delivery.deliverer` for the steps, `mda.delivery.errors` for the failure → reply
-table and `mda.delivery.headers` for the bytes added to each stored copy.
+table, `mda.delivery.headers` for the bytes added to each stored copy,
+`mda.delivery.scripts` for the administrator's global Sieve scripts and
+`mda.delivery.host` for how the engine's questions (includes, duplicate records,
+special-use mailboxes) are answered.
 """
 
 from mda.delivery.deliverer import DEFAULT_SCRIPT_NAME, REDIRECT_UNAVAILABLE, Deliverer
