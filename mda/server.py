@@ -7,9 +7,12 @@ Lifecycle:
    `settings.lmtp_listen` and logs where (`listening for LMTP on 127.0.0.1:2424`).
 3. On SIGTERM or SIGINT: stop accepting connections; idle connections get
    `421 4.3.2` and are closed; a connection in the middle of a transaction finishes it
-   (deliveries in flight complete and are answered) for up to `settings.shutdown_timeout`
-   seconds, after which what is left is cut off (its recipients' database transactions roll
-   back and the MTA retries). Then the engine is disposed and `serve` returns.
+   for up to `settings.shutdown_timeout` seconds. Then connections that are idle or still
+   receiving commands or message text get `421 4.3.2` and are closed (nothing of theirs was
+   stored; the MTA retries), while a delivery that has started always runs to its end and
+   is answered and logged: it is bounded by the store's own timeouts (SQLite busy timeout,
+   connect timeout), never cancelled half-way. Then the engine is disposed and `serve`
+   returns, leaving no thread behind that would keep the process alive.
 """
 
 from __future__ import annotations
@@ -171,6 +174,18 @@ async def start_listener(address: ListenAddress, registry: ConnectionRegistry,
     return server, str(ListenAddress(host=bound[0], port=bound[1]))
 
 
+# Seconds between log lines while shutdown waits for deliveries in flight.
+_WAIT_LOG_EVERY = 10.0
+
+
+async def _wait_for_deliveries(registry: ConnectionRegistry) -> None:
+    """Wait until every delivery in flight has ended and its connection closed, logging
+    every `_WAIT_LOG_EVERY` seconds. Each delivery is bounded by the store's timeouts."""
+    while not await registry.wait_idle(_WAIT_LOG_EVERY):
+        log.warning("shutdown: still waiting for %d delivery(ies) in flight and %d "
+                    "connection(s)", len(registry.deliveries), len(registry.connections))
+
+
 async def serve(settings: Settings) -> None:
     """Run the LMTP service until SIGTERM or SIGINT, then shut down gracefully.
 
@@ -202,10 +217,12 @@ async def serve(settings: Settings) -> None:
         server.close()
         registry.drain()
         if not await registry.wait_idle(settings.shutdown_timeout):
-            log.warning("shutdown timeout: closing %d connection(s), cancelling %d "
-                        "delivery(ies)", len(registry.connections), len(registry.deliveries))
-            registry.abort()
-            await registry.wait_idle(5.0)
+            log.warning("shutdown timeout: closing %d connection(s) not delivering with 421; "
+                        "letting %d delivery(ies) in flight finish",
+                        sum(not c.delivering for c in registry.connections),
+                        len(registry.deliveries))
+            registry.cut_off()
+            await _wait_for_deliveries(registry)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         if address.path is not None:

@@ -16,7 +16,13 @@ What this subclass changes, and why:
 - A delivery, once started, runs to its end even if the client goes away or the service is
   asked to stop: it is a task of its own that the connection only waits for.
 - Graceful shutdown: `ConnectionRegistry.drain` closes idle connections with `421 4.3.2` and
-  lets connections in the middle of a transaction finish it first.
+  lets connections in the middle of a transaction finish it first. When the shutdown
+  timeout expires, `ConnectionRegistry.cut_off` closes (with `421 4.3.2`) the connections
+  that are idle or still receiving commands or message text; a delivery that has started
+  (the final "." was received) is never cancelled: it runs to its end (each recipient's
+  database transaction commits or rolls back), its outcomes are logged and its replies
+  written. Cancelling it half-way would leave some copies committed but unacknowledged, and
+  the MTA's retry would duplicate them.
 
 EOF: when the peer closes the connection, aiosmtpd cancels the command loop; a transaction
 that has not reached the end of DATA is dropped (nothing was stored, nothing answered 250),
@@ -47,7 +53,8 @@ class ConnectionRegistry:
     """The open connections and deliveries in flight of one listener, for graceful shutdown.
 
     `drain()` starts the shutdown; `wait_idle(timeout)` waits until every connection has
-    closed and every delivery has finished; `abort()` ends what is left.
+    closed and every delivery has finished; `cut_off()` closes the connections that are not
+    delivering, and `abort()` (tests, last resort) also cancels the deliveries.
     """
 
     def __init__(self) -> None:
@@ -89,6 +96,11 @@ class ConnectionRegistry:
 
         task.add_done_callback(done)
 
+    @property
+    def delivering(self) -> bool:
+        """True from the final "." of DATA until the replies after it are written."""
+        return self._delivering
+
     def drain(self) -> None:
         """Stop taking transactions: idle connections get 421 and are closed; the others
         finish their current transaction first."""
@@ -111,9 +123,22 @@ class ConnectionRegistry:
             return False
         return True
 
+    def cut_off(self) -> None:
+        """Shutdown timeout: close, with `421 4.3.2`, every connection that is idle or still
+        receiving commands or message text (nothing of its transaction was stored, so the
+        MTA retries it). Connections whose delivery has started are left to finish it and
+        answer; they close afterwards because the registry is draining."""
+        self.draining = True
+        for connection in list(self.connections):
+            if not connection.delivering:
+                connection.cut_off()
+
     def abort(self) -> None:
-        """Close every remaining connection and cancel every remaining delivery (its
-        recipients' transactions roll back; the MTA retries them)."""
+        """Close every remaining connection at once and cancel every remaining delivery.
+
+        Only for tearing down a listener in tests or as the very last resort: a delivery
+        cancelled half-way may leave some recipients' copies committed but unanswered.
+        """
         for connection in list(self.connections):
             connection.abort()
         for task in list(self.deliveries):
@@ -141,6 +166,7 @@ class LMTPProtocol(LMTP):
         self.registry = registry
         self.max_message_size = max_message_size
         self._in_data = False
+        self._delivering = False
         self._draining = False
 
     # --- connection lifecycle -------------------------------------------------------
@@ -158,14 +184,24 @@ class LMTPProtocol(LMTP):
         """True between transactions (no MAIL given, not inside DATA)."""
         return not self._in_data and (self.envelope is None or self.envelope.mail_from is None)
 
+    @property
+    def delivering(self) -> bool:
+        """True from the final "." of DATA until the replies after it are written."""
+        return self._delivering
+
     def drain(self) -> None:
         """Close now if idle (`421 4.3.2`), else after the current transaction."""
         self._draining = True
         if self.idle:
             self._close_for_shutdown()
 
+    def cut_off(self) -> None:
+        """Shutdown timeout: say `421 4.3.2` and close, unless a delivery has started."""
+        if not self._delivering:
+            self._close_for_shutdown()
+
     def abort(self) -> None:
-        """Close the connection at once (shutdown timeout)."""
+        """Close the connection at once, without a reply."""
         if self.transport is not None:
             self.transport.close()
 
@@ -251,46 +287,59 @@ class LMTPProtocol(LMTP):
             await self.push("354 End data with <CR><LF>.<CR><LF>")
             received = await read_message(self._reader, self.max_message_size,
                                           self._reset_timeout)
-            recipients = tuple(self.envelope.rcpt_tos)
-            queue_id = new_queue_id()
-            started = time.monotonic()
-            result: DataResult
-            try:
-                if received.too_big:
-                    result = TooBig(self.max_message_size)
-                else:
-                    result = await self._deliver(queue_id, received.data or b"")
-                answers = replies_after_data(recipients, result)
-            except Exception:
-                log.exception("%s: internal error after DATA; answering 451 for every "
-                              "recipient", queue_id)
-                result = Failed()
-                answers = replies_after_data(recipients, result)
-            try:
-                self._log_outcomes(queue_id, recipients, result, answers,
-                                   (time.monotonic() - started) * 1000)
-            except Exception:
-                log.exception("%s: could not log the outcomes", queue_id)
+            self._delivering = True
+            answers = await self._deliver(tuple(self.envelope.rcpt_tos), received.data,
+                                          received.too_big)
             self._set_post_data_state()
             await self._write_lines([answer.line() for answer in answers])
         finally:
             self._in_data = False
+            self._delivering = False
         if self._draining:
             self._close_for_shutdown()
 
-    async def _deliver(self, queue_id: str, data: bytes) -> DataResult:
-        """Run the delivery as its own task (so a lost connection cannot cut it short) and
-        turn an exception into `Failed`."""
+    async def _deliver(self, recipients: tuple[str, ...], data: bytes | None,
+                       too_big: bool) -> list[Reply]:
+        """Deliver and log in a task of its own, and wait for its replies.
+
+        The task is tracked by the registry and shielded: neither a lost connection (aiosmtpd
+        cancels the command loop) nor the shutdown timeout cuts it short, so every
+        recipient's database transaction ends (commit or rollback) and every outcome is
+        logged, even when nobody is left to read the replies.
+
+        Returns:
+            One reply per recipient, in RCPT order (RFC 2033 §4.2).
+        """
         task = asyncio.ensure_future(
-            self.handler.deliver(self.session, self.envelope, queue_id, data))
+            self._deliver_and_log(self.session, self.envelope, recipients, data, too_big))
         self.registry.track(task)
+        return await asyncio.shield(task)
+
+    async def _deliver_and_log(self, session: Any, envelope: Any, recipients: tuple[str, ...],
+                               data: bytes | None, too_big: bool) -> list[Reply]:
+        """The delivery task: hand the message over, turn what happened into one reply per
+        recipient and log one line each. Never raises except CancelledError."""
+        queue_id = new_queue_id()
+        started = time.monotonic()
+        result: DataResult
         try:
-            return Delivered(await asyncio.shield(task))
-        except asyncio.CancelledError:
-            raise
+            if too_big:
+                result = TooBig(self.max_message_size)
+            else:
+                result = Delivered(await self.handler.deliver(session, envelope, queue_id,
+                                                              data or b""))
+            answers = replies_after_data(recipients, result)
         except Exception:
-            log.exception("%s: delivery raised; answering 451 for every recipient", queue_id)
-            return Failed()
+            log.exception("%s: internal error after DATA; answering 451 for every "
+                          "recipient", queue_id)
+            result = Failed()
+            answers = replies_after_data(recipients, result)
+        try:
+            self._log_outcomes(queue_id, recipients, result, answers,
+                               (time.monotonic() - started) * 1000)
+        except Exception:
+            log.exception("%s: could not log the outcomes", queue_id)
+        return answers
 
     def _log_outcomes(self, queue_id: str, recipients: Sequence[str], result: DataResult,
                       answers: Sequence[Reply], elapsed_ms: float) -> None:

@@ -253,3 +253,46 @@ async def test_pipelined_message_with_dots(mda: Run, start_server) -> None:
     shown = mda("message", "show", "bob@example.org", "INBOX", str(stored["uid"]),
                 check=True).stdout
     assert shown.endswith(message)
+
+
+async def test_sigterm_with_a_delivery_blocked_on_a_lock_answers_and_exits(
+        mda: Run, start_server, sqlite_url: str) -> None:
+    """A delivery that has started (final "." received) is never cut half-way by the
+    shutdown timeout: it waits for the lock, commits, every recipient is answered and
+    logged, and the process exits 0 soon after."""
+    import sqlite3
+    import time
+
+    users = [f"u{i}@example.org" for i in range(5)]
+    add_users(mda, *users)
+    server = start_server(MDA_SHUTDOWN_TIMEOUT="1")
+    client = await server.client()
+    db_file = sqlite_url.split("///", 1)[1]
+    locker = sqlite3.connect(db_file, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        await client.send(b"MAIL FROM:<a@example.net>\r\n"
+                          + b"".join(b"RCPT TO:<%s>\r\n" % u.encode() for u in users)
+                          + b"DATA\r\n")
+        replies = await client.read_replies(1 + len(users))
+        assert [r.status for r in replies] == [S.SENDER_OK] + [S.RCPT_OK] * len(users)
+        assert (await client.read_reply()).code == S.START_DATA
+        await client.send(dot_stuff(MESSAGE))
+        await asyncio.sleep(0.5)  # the delivery is now waiting for the lock
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for_log(r"shutting down")
+        await asyncio.sleep(2.5)  # past the shutdown timeout, lock still held
+        assert server.proc.poll() is None
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    released = time.monotonic()
+    after = await client.read_replies(len(users), timeout=40)
+    assert [r.status for r in after] == [S.DELIVERED] * len(users)
+    status = await asyncio.to_thread(server.proc.wait, 15)
+    assert status == 0, server.log_text()
+    assert time.monotonic() - released < 15
+    for user in users:
+        assert len(cli_json(mda, "message", "list", user)) == 1
+        server.wait_for_log(rf"rcpt=<{re.escape(user)}> result=stored")
+    server.wait_for_log(r"stopped")

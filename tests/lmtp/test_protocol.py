@@ -286,6 +286,16 @@ async def test_client_disconnect_mid_data_delivers_nothing(listener: Listener) -
 
 # --- graceful shutdown -------------------------------------------------------------------
 
+async def start_data(client: LMTPClient, *rcpts: str) -> None:
+    """MAIL, RCPT for each of `rcpts` and DATA, pipelined; every reply must be positive."""
+    await client.send(b"MAIL FROM:<a@example.org>\r\n"
+                      + b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in rcpts)
+                      + b"DATA\r\n")
+    statuses = [r.status for r in await client.read_replies(1 + len(rcpts))]
+    assert statuses == [S.SENDER_OK] + [S.RCPT_OK] * len(rcpts)
+    assert (await client.read_reply()).code == S.START_DATA
+
+
 async def test_drain_closes_idle_connections_with_421(listener: Listener) -> None:
     client = await listener.client()
     listener.registry.drain()
@@ -298,8 +308,7 @@ async def test_drain_closes_idle_connections_with_421(listener: Listener) -> Non
 async def test_drain_lets_a_transaction_in_flight_finish(listener: Listener) -> None:
     listener.deliverer.delay = 0.5
     client = await listener.client()
-    await client.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
-    await client.read_replies(3)
+    await start_data(client, "bob@example.org")
     await client.send(b"Subject: late\r\n\r\n")
     listener.registry.drain()
     await asyncio.sleep(0.1)
@@ -308,3 +317,46 @@ async def test_drain_lets_a_transaction_in_flight_finish(listener: Listener) -> 
     assert (await client.read_reply()).status == S.SHUTTING_DOWN
     assert await listener.registry.wait_idle(5)
     assert len(listener.deliverer.transactions) == 1
+
+
+async def test_cut_off_closes_a_connection_still_receiving_data_with_421(
+        listener: Listener) -> None:
+    client = await listener.client()
+    await start_data(client, "bob@example.org")
+    await client.send(b"Subject: half\r\n\r\n")
+    listener.registry.drain()
+    await asyncio.sleep(0.1)
+    listener.registry.cut_off()
+    assert (await client.read_reply()).status == S.SHUTTING_DOWN
+    assert await client.reader.read() == b""
+    assert await listener.registry.wait_idle(5)
+    assert listener.deliverer.transactions == []
+
+
+async def test_cut_off_never_cancels_a_started_delivery(listener: Listener) -> None:
+    """Once the final "." is in, the delivery runs to its end and every recipient is
+    answered, however long it takes (RFC 2033 §4.2; cancelling would lose the 250s)."""
+    listener.deliverer.delay = 1.0
+    client = await listener.client()
+    await start_data(client, "bob@example.org", "carol@example.org")
+    await client.send(dot_stuff(MESSAGE))
+    await asyncio.sleep(0.2)
+    listener.registry.drain()
+    listener.registry.cut_off()
+    assert [r.status for r in await client.read_replies(2)] == [S.DELIVERED] * 2
+    assert (await client.read_reply()).status == S.SHUTTING_DOWN
+    assert await listener.registry.wait_idle(5)
+
+
+async def test_a_started_delivery_is_logged_even_when_the_client_goes_away(
+        listener: Listener, caplog: pytest.LogCaptureFixture) -> None:
+    listener.deliverer.delay = 0.5
+    client = await listener.client()
+    await start_data(client, "bob@example.org")
+    await client.send(dot_stuff(MESSAGE))
+    await asyncio.sleep(0.1)
+    await client.close()
+    with caplog.at_level("INFO", logger="mda.lmtp"):
+        assert await listener.registry.wait_idle(5)
+    assert any("rcpt=<bob@example.org> result=stored" in r.getMessage()
+               for r in caplog.records), caplog.text
