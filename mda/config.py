@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -51,22 +51,49 @@ def parse_size(text: str | int) -> int:
     return int(value) * multiplier
 
 
+class SettingsError(ValueError):
+    """A setting is invalid, or the TOML file named by `MDA_CONFIG` cannot be read, is not
+    valid TOML, or has a key that is not a setting. The message is one line naming the
+    setting as the operator wrote it (`MDA_FOO` or `foo in /path/file.toml`)."""
+
+
 class _TomlSource(PydanticBaseSettingsSource):
-    """Reads the TOML file named by MDA_CONFIG, if any."""
+    """Reads the TOML file named by MDA_CONFIG, if any.
+
+    Raises:
+        SettingsError: the file cannot be read, is not TOML, or has an unknown key.
+    """
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
-        path = os.environ.get("MDA_CONFIG")
+        self.path = os.environ.get("MDA_CONFIG") or None
         self._data: dict[str, Any] = {}
-        if path:
-            with open(path, "rb") as fh:
-                self._data = {k.lower(): v for k, v in tomllib.load(fh).items()}
+        if self.path:
+            self._data = _read_toml(self.path, settings_cls.model_fields)
 
     def get_field_value(self, field, field_name):  # pragma: no cover - unused by pydantic
         return self._data.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+        return dict(self._data)
+
+
+def _read_toml(path: str, fields: dict[str, Any]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"cannot read MDA_CONFIG file {path}: {exc.strerror or exc}") \
+            from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"MDA_CONFIG file {path} is not valid TOML: {exc}") from exc
+    data = {key.lower(): value for key, value in raw.items()}
+    unknown = sorted(key for key in raw if key.lower() not in fields)
+    if unknown:
+        raise SettingsError(f"unknown setting {', '.join(map(repr, unknown))} in MDA_CONFIG "
+                            f"file {path} (keys are setting names in lower case, e.g. "
+                            f"lmtp_listen)")
+    return data
 
 
 class Settings(BaseSettings):
@@ -183,11 +210,31 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _TomlSource(settings_cls))
 
 
+def _setting_name(field: str) -> str:
+    """How the operator wrote setting `field`: `MDA_FIELD` when the environment sets it
+    (environment variables win), else `field in FILE` when the TOML file does."""
+    env_name = f"MDA_{field.upper()}"
+    if any(key.upper() == env_name for key in os.environ):
+        return env_name
+    path = os.environ.get("MDA_CONFIG")
+    if path and field in _read_toml(path, Settings.model_fields):
+        return f"{field} in {path}"
+    return env_name
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Return the process-wide settings, read once.
 
     Raises:
-        pydantic.ValidationError: a setting has an invalid value.
+        SettingsError: a setting has an invalid value (the message names the environment
+            variable, or the TOML key and file, it came from), or the MDA_CONFIG file cannot
+            be read, is not TOML or has an unknown key.
     """
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first.get("loc") or ()
+        name = _setting_name(str(loc[0])) if loc else "settings"
+        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None

@@ -11,9 +11,12 @@ import asyncio
 import functools
 import importlib
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from mda.config import Settings
 
 T = TypeVar("T")
 
@@ -23,6 +26,21 @@ class CLIError(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"mda: error: {self.format_message()}", err=True)
+
+
+def load_settings() -> Settings:
+    """mda's settings, with any problem in them reported as one CLI error line.
+
+    Raises:
+        CLIError: a setting (environment variable or MDA_CONFIG TOML file) is invalid, or
+            the TOML file is unreadable, malformed or has an unknown key.
+    """
+    from mda.config import SettingsError, get_settings  # pydantic is slow to import
+
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def run_async(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:

@@ -25,10 +25,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
-from pydantic import ValidationError
 
-from mda.cli import CLIError, db, mailbox, message, quota, user
-from mda.config import Settings, get_settings, parse_size
+from mda.cli import CLIError, db, load_settings, mailbox, message, quota, user
+from mda.config import parse_size
 from mda.store import (
     UNCHANGED,
     QuotaUsage,
@@ -50,22 +49,6 @@ from mda.store import (
 from mda.store.engine import safe_url
 
 T = TypeVar("T")
-
-
-def load_settings() -> Settings:
-    """mda's settings, with an invalid value reported as one CLI error line.
-
-    Raises:
-        CLIError: a setting (environment variable or TOML file) is invalid or unreadable.
-    """
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = "MDA_" + str(first["loc"][0]).upper() if first.get("loc") else "settings"
-        raise CLIError(f"invalid setting {name}: {first['msg']}") from exc
-    except (OSError, ValueError) as exc:
-        raise CLIError(f"cannot read settings: {exc}") from exc
 
 
 def with_store(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
@@ -103,9 +86,13 @@ def parse_count(text: str) -> int:
     return int(text)
 
 
+#: The largest quota limit the store can hold (a signed 64-bit column), bytes or messages.
+MAX_LIMIT = 2**63 - 1
+
+
 class LimitType(click.ParamType):
-    """A quota limit parsed by `parse` (`parse_size` or `parse_count`); with `allow_none`,
-    `none` means unlimited (None)."""
+    """A quota limit parsed by `parse` (`parse_size` or `parse_count`), at most `MAX_LIMIT`;
+    with `allow_none`, `none` means unlimited (None)."""
 
     def __init__(self, name: str, parse: Callable[[str], int], allow_none: bool = False) -> None:
         self.name = name
@@ -119,9 +106,14 @@ class LimitType(click.ParamType):
         if self.allow_none and value.strip().lower() == "none":
             return None
         try:
-            return self.parse(value)
+            limit = self.parse(value)
         except ValueError as exc:
             self.fail(f"{exc}{' or none' if self.allow_none else ''}", param, ctx)
+        if limit > MAX_LIMIT:
+            self.fail(f"{value!r} is too large: the largest limit is {MAX_LIMIT} "
+                      f"(2**63-1){'; use none for unlimited' if self.allow_none else ''}",
+                      param, ctx)
+        return limit
 
 
 SIZE = LimitType("SIZE", parse_size)

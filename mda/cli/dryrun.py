@@ -13,8 +13,7 @@ from pathlib import Path
 
 import click
 
-from mda.cli import CLIError, sieve
-from mda.config import get_settings
+from mda.cli import CLIError, load_settings, sieve
 from mda.sieve import SieveCompileError, compile_script
 from mda.sieve.dryrun import describe, dry_run
 from mda.sieve_config import sieve_environment, sieve_limits
@@ -55,7 +54,7 @@ class ScriptDirs:
 def check(file: str) -> None:
     """Compile FILE; exit non-zero with `line L, column C: <message>` if it is invalid."""
     try:
-        compile_script(_read(file, "script"), limits=sieve_limits(get_settings()))
+        compile_script(_read(file, "script"), limits=sieve_limits(load_settings()))
     except SieveCompileError as exc:
         raise CLIError(f"line {exc.line}, column {exc.column}: {exc.message}") from None
     click.echo(f"{file}: ok")
@@ -85,7 +84,7 @@ def test(script: str, message: str, envelope_from: str | None, envelope_to: str 
     """Dry-run SCRIPT on MESSAGE (like sieve-test): list the actions, store nothing."""
     if personal_dir is None:
         personal_dir = Path(script).resolve().parent if script != "-" else Path.cwd()
-    settings = get_settings()
+    settings = load_settings()
     environment = sieve_environment(settings, now=datetime.now(timezone.utc),
                                     script_name=Path(script).stem if script != "-" else "")
     report = dry_run(_read(script, "script"), _read(message, "message"),

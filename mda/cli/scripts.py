@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from mda.cli import CLIError, sieve
-from mda.cli.admin import emit_bytes, emit_json, for_user, load_settings, with_store
+from mda.cli import CLIError, load_settings, sieve
+from mda.cli.admin import emit_bytes, emit_json, for_user, with_store
 from mda.sieve import SieveCompileError, compile_script
 from mda.sieve_config import sieve_limits
 from mda.store import (
