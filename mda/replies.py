@@ -120,6 +120,42 @@ def service_closing(hostname: str) -> Reply:
     return Reply(421, "4.3.2", f"{hostname} Service shutting down, try again later")
 
 
+def printable(text: str) -> str:
+    """Replace every control character (C0, DEL, C1) with `?`, so text taken from the peer
+    (an address, a command argument) can be echoed in a reply line without letting it
+    inject a line break or a NUL (RFC 5321 §4.2: a reply line is text ending in CRLF)."""
+    return "".join("?" if ord(ch) < 32 or 127 <= ord(ch) < 160 else ch for ch in text)
+
+
+def bad_sender_syntax(detail: str) -> Reply:
+    """501 5.1.7 at MAIL: the reverse-path is not a valid address (RFC 3463 §3.2, "bad
+    sender's mailbox address syntax"); `detail` says what is wrong."""
+    return Reply(501, "5.1.7", f"Bad sender address syntax: {printable(detail)}")
+
+
+def bad_recipient_syntax(detail: str) -> Reply:
+    """501 5.1.3 at RCPT: the forward-path is not a valid address (RFC 3463 §3.2, "bad
+    destination mailbox address syntax"); `detail` says what is wrong."""
+    return Reply(501, "5.1.3", f"Bad recipient address syntax: {printable(detail)}")
+
+
+def path_syntax(command: str) -> Reply:
+    """501 5.5.4: MAIL/RCPT without the angle brackets RFC 5321 §4.1.2 requires
+    (`Reverse-path = Path / "<>"`, `Path = "<" [ A-d-l ":" ] Mailbox ">"`)."""
+    return Reply(501, "5.5.4", f"Syntax: {command}<address> (angle brackets required)")
+
+
+def too_many_recipients(limit: int) -> Reply:
+    """452 4.5.3: more RCPTs than the `limit` per transaction (RFC 5321 §4.5.3.1.10: the
+    client sends the rest in another transaction)."""
+    return Reply(452, "4.5.3", f"Too many recipients (limit {limit} per transaction)")
+
+
+def send_lhlo_first() -> Reply:
+    """503 5.5.1: a mail command before LHLO (RFC 2033 §4.1, RFC 5321 §4.1.4)."""
+    return Reply(503, "5.5.1", "Send LHLO first")
+
+
 # Enhanced status codes for replies aiosmtpd writes itself (syntax errors, bad sequence,
 # QUIT ...). RFC 2034 §3: once ENHANCEDSTATUSCODES is advertised, every 2xx/4xx/5xx reply
 # except the greeting and the LHLO/EHLO response carries one.

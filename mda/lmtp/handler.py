@@ -80,9 +80,11 @@ class DeliveryHandler:
             name, _, value = option.partition("=")
             if name == "SIZE" and value.isdigit() and int(value) > self.max_message_size:
                 return replies.message_too_big(self.max_message_size).line()
+        # Build the reply before changing the envelope: a failure must leave no state.
+        reply = replies.sender_ok("" if address == NULL_SENDER else address).line()
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        return replies.sender_ok("" if address == NULL_SENDER else address).line()
+        return reply
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -95,9 +97,10 @@ class DeliveryHandler:
         rejection = await self.deliverer.check_recipient(address)
         if rejection is not None:
             return rejection.line()
+        reply = replies.rcpt_ok(address).line()  # before changing the envelope
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        return replies.rcpt_ok(address).line()
+        return reply
 
     async def deliver(self, session: Session, envelope: Envelope, queue_id: str,
                       data: bytes) -> list[RecipientOutcome]:

@@ -44,6 +44,7 @@ from mda import replies
 from mda.lmtp.data import read_message
 from mda.lmtp.handler import DeliveryHandler, format_peer, new_queue_id
 from mda.lmtp.outcome import DataResult, Delivered, Failed, TooBig, replies_after_data
+from mda.lmtp.paths import check_path
 from mda.replies import Reply
 
 log = logging.getLogger("mda.lmtp")
@@ -218,12 +219,13 @@ class LMTPProtocol(LMTP):
         """Write one reply line, adding an enhanced status code if it lacks one (RFC 2034 §3:
         all 2xx/4xx/5xx replies except the greeting and the LHLO response)."""
         if isinstance(status, str):
-            status = replies.with_enhanced_code(status)
+            status = replies.with_enhanced_code(replies.printable(status))
         await super().push(status)
 
     async def _write_lines(self, lines: Sequence[str]) -> None:
         """Write several reply lines in one go (CRLF after each) and wait for the buffer."""
-        self._writer.write(b"".join(line.encode("utf-8", "replace") + b"\r\n" for line in lines))
+        self._writer.write(b"".join(replies.printable(line).encode("utf-8", "replace") + b"\r\n"
+                                    for line in lines))
         await self._writer.drain()
 
     async def handle_exception(self, error: Exception) -> str:
@@ -243,6 +245,43 @@ class LMTPProtocol(LMTP):
             return super()._getaddr(arg)
         except (IndexError, ValueError):
             return None, None
+
+    async def check_helo_needed(self, helo: str = "LHLO") -> bool:
+        """Refuse a mail command before LHLO with `503 5.5.1 Send LHLO first` (RFC 2033
+        §4.1: LMTP has no HELO or EHLO).
+
+        Returns:
+            True when the command must stop here (the refusal was sent).
+        """
+        if not self.session.host_name:
+            await self.push(replies.send_lhlo_first().line())
+            return True
+        return False
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """MAIL FROM (RFC 5321 §4.1.1.2): our path checks (`mda.lmtp.paths`), then aiosmtpd's
+        parser and `DeliveryHandler.handle_MAIL`. A refused MAIL leaves no state."""
+        if await self.check_helo_needed():
+            return
+        refusal = check_path("MAIL FROM:", arg)
+        if refusal is not None:
+            await self.push(refusal.line())
+            return
+        await super().smtp_MAIL(arg)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """RCPT TO (RFC 5321 §4.1.1.3): our path checks (`mda.lmtp.paths`), then aiosmtpd's
+        parser and `DeliveryHandler.handle_RCPT`. A refused RCPT leaves no state."""
+        if await self.check_helo_needed():
+            return
+        if self.envelope.mail_from:
+            refusal = check_path("RCPT TO:", arg)
+            if refusal is not None:
+                await self.push(refusal.line())
+                return
+        await super().smtp_RCPT(arg)
 
     @syntax("LHLO hostname")
     async def smtp_LHLO(self, arg: str | None) -> None:

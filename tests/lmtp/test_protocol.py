@@ -208,6 +208,70 @@ async def test_aiosmtpd_replies_carry_enhanced_codes(listener: Listener, line: b
     assert reply.status == expected, reply
 
 
+# --- MAIL and RCPT paths (RFC 5321 §4.1.2) -----------------------------------------------
+
+@pytest.mark.parametrize("sender", [b'"a\rb"@b.example', b"a\rb@b.example", b"a\x01b@b.example",
+                                    b"a\x00b@b.example", b"a\tb@b.example", b"a\x7fb@b.example",
+                                    b'"a\\\rb"@b.example'])
+async def test_control_character_in_sender_is_refused_and_leaves_no_state(
+        listener: Listener, sender: bytes) -> None:
+    client = await listener.client()
+    await client.send(b"MAIL FROM:<" + sender + b">\r\n")
+    raw = await client.reader.readline()
+    assert raw.startswith(b"501 5.1.7 ") and raw.endswith(b"\r\n"), raw
+    assert not any(byte < 32 and byte not in (13, 10) for byte in raw), raw
+    assert b"\r" not in raw[:-2]
+    # Nothing was set: the next MAIL is not "nested", and the transaction has its sender.
+    result = await client.transaction("good@example.org", ["bob@example.org"], MESSAGE)
+    assert result.mail.status == S.SENDER_OK
+    assert [r.status for r in result.after_data] == [S.DELIVERED]
+    (transaction,) = listener.deliverer.transactions
+    assert transaction.mail_from == "good@example.org"
+
+
+@pytest.mark.parametrize("rcpt", [b"b\rob@example.org", b'"b\x1bob"@example.org',
+                                  b"bob\x00@example.org", b""])
+async def test_bad_recipient_path_is_refused_with_501_5_1_3(listener: Listener,
+                                                           rcpt: bytes) -> None:
+    client = await listener.client()
+    assert (await client.command("MAIL FROM:<a@example.org>")).status == S.SENDER_OK
+    await client.send(b"RCPT TO:<" + rcpt + b">\r\n")
+    raw = await client.reader.readline()
+    assert raw.startswith(b"501 5.1.3 "), raw
+    assert b"\r" not in raw[:-2] and b"\x00" not in raw
+    assert listener.deliverer.checked == []
+    assert (await client.command("DATA")).status == S.NEED_RCPT
+
+
+@pytest.mark.parametrize("line", [b"MAIL FROM:a@example.org", b"MAIL FROM:<a@example.org",
+                                  b"MAIL FROM: a@example.org SIZE=10"])
+async def test_sender_without_angle_brackets_is_a_syntax_error(listener: Listener,
+                                                               line: bytes) -> None:
+    client = await listener.client()
+    assert (await client.command(line)).status == S.SYNTAX_ERROR
+    assert (await client.command("MAIL FROM:<a@example.org>")).status == S.SENDER_OK
+
+
+@pytest.mark.parametrize("line", [b"RCPT TO:bob@example.org", b"RCPT TO:<bob@example.org"])
+async def test_recipient_without_angle_brackets_is_a_syntax_error(listener: Listener,
+                                                                  line: bytes) -> None:
+    client = await listener.client()
+    assert (await client.command("MAIL FROM:<a@example.org>")).status == S.SENDER_OK
+    assert (await client.command(line)).status == S.SYNTAX_ERROR
+    assert listener.deliverer.checked == []
+
+
+async def test_quoted_local_part_with_bracket_is_accepted(listener: Listener) -> None:
+    client = await listener.client()
+    assert (await client.command('MAIL FROM:<"a>b"@example.org>')).status == S.SENDER_OK
+
+
+async def test_mail_before_lhlo_says_send_lhlo_first(listener: Listener) -> None:
+    client = await listener.client(lhlo=False)
+    reply = await client.command("MAIL FROM:<a@example.org>")
+    assert reply.status == S.BAD_SEQUENCE and reply.text == "5.5.1 Send LHLO first", reply
+
+
 # --- hostile input -------------------------------------------------------------------------
 
 async def send_raw_data(listener: Listener, raw: bytes) -> list[str]:
@@ -360,3 +424,11 @@ async def test_a_started_delivery_is_logged_even_when_the_client_goes_away(
         assert await listener.registry.wait_idle(5)
     assert any("rcpt=<bob@example.org> result=stored" in r.getMessage()
                for r in caplog.records), caplog.text
+
+
+async def test_replies_never_echo_control_characters(listener: Listener) -> None:
+    client = await listener.client()
+    await client.send(b"X\x00Y\x01Z\rW arg\r\n")  # aiosmtpd echoes unknown verbs
+    raw = await client.reader.readline()
+    assert raw.endswith(b"\r\n") and raw[:3].isdigit(), raw
+    assert not any(byte < 32 for byte in raw[:-2]), raw
