@@ -7,6 +7,8 @@ Modules:
 - `handler`: `DeliveryHandler`, the MAIL/RCPT hooks and the call into the delivery layer.
 - `data`: reading the message text after DATA (dot-unstuffing, size limit, smuggling
   defence).
+- `paths`: `check_path`, the MAIL/RCPT path checks aiosmtpd does not make (angle brackets,
+  control characters, `<>` as a recipient).
 - `outcome`: `replies_after_data`, the one function that turns the accepted recipients
   into exactly one reply each.
 
@@ -15,7 +17,7 @@ This package never imports SQLAlchemy; every reply text comes from `mda.replies`
 
 from mda.lmtp.handler import DeliveryHandler, new_queue_id
 from mda.lmtp.outcome import Delivered, Failed, TooBig, replies_after_data
-from mda.lmtp.protocol import ConnectionRegistry, LMTPProtocol
+from mda.lmtp.protocol import MAX_RECIPIENTS, ConnectionRegistry, LMTPProtocol
 
 __all__ = [
     "ConnectionRegistry",
@@ -23,6 +25,7 @@ __all__ = [
     "DeliveryHandler",
     "Failed",
     "LMTPProtocol",
+    "MAX_RECIPIENTS",
     "TooBig",
     "new_queue_id",
     "replies_after_data",

@@ -49,6 +49,11 @@ from mda.replies import Reply
 
 log = logging.getLogger("mda.lmtp")
 
+# Accepted recipients per transaction; one more RCPT gets `452 4.5.3`. RFC 5321 §4.5.3.1.8:
+# "The minimum total number of recipients that MUST be buffered is 100"; §4.5.3.1.10: the
+# reply for "too many recipients" is 452, and the client sends the rest in a new transaction.
+MAX_RECIPIENTS = 1000
+
 
 class ConnectionRegistry:
     """The open connections and deliveries in flight of one listener, for graceful shutdown.
@@ -272,12 +277,15 @@ class LMTPProtocol(LMTP):
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
-        """RCPT TO (RFC 5321 §4.1.1.3): our path checks (`mda.lmtp.paths`), then aiosmtpd's
-        parser and `DeliveryHandler.handle_RCPT`. A refused RCPT leaves no state."""
+        """RCPT TO (RFC 5321 §4.1.1.3): our path checks (`mda.lmtp.paths`) and the
+        `MAX_RECIPIENTS` limit (`452 4.5.3`), then aiosmtpd's parser and
+        `DeliveryHandler.handle_RCPT`. A refused RCPT leaves no state."""
         if await self.check_helo_needed():
             return
         if self.envelope.mail_from:
             refusal = check_path("RCPT TO:", arg)
+            if refusal is None and len(self.envelope.rcpt_tos) >= MAX_RECIPIENTS:
+                refusal = replies.too_many_recipients(MAX_RECIPIENTS)
             if refusal is not None:
                 await self.push(refusal.line())
                 return

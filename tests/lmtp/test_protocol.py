@@ -12,6 +12,7 @@ from datetime import timezone
 
 import pytest
 
+from mda.lmtp import MAX_RECIPIENTS
 from tests.lmtp import statuscodes as S
 from tests.lmtp.client import LMTPClient, dot_stuff
 from tests.lmtp.conftest import MAX_SIZE, Listener
@@ -432,3 +433,15 @@ async def test_replies_never_echo_control_characters(listener: Listener) -> None
     raw = await client.reader.readline()
     assert raw.endswith(b"\r\n") and raw[:3].isdigit(), raw
     assert not any(byte < 32 for byte in raw[:-2]), raw
+
+
+async def test_recipient_limit_at_n_and_n_plus_one(listener: Listener) -> None:
+    """RFC 5321 §4.5.3.1.10: beyond the limit, 452 4.5.3; the accepted ones are delivered."""
+    client = await listener.client()
+    rcpts = [f"r{i}@example.org" for i in range(MAX_RECIPIENTS + 1)]
+    result = await client.transaction("a@example.org", rcpts, MESSAGE)
+    statuses = [r.status for r in result.rcpt]
+    assert statuses == [S.RCPT_OK] * MAX_RECIPIENTS + ["452 4.5.3"]
+    assert len(result.after_data) == MAX_RECIPIENTS
+    (transaction,) = listener.deliverer.transactions
+    assert transaction.recipients == tuple(rcpts[:MAX_RECIPIENTS])
