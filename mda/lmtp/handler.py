@@ -52,6 +52,32 @@ def format_peer(peer: Any) -> str:
     return str(peer) if peer else "unix"
 
 
+class MailTransaction(Envelope):
+    """aiosmtpd's `Envelope` with the id naming this mail transaction in every log line,
+    from the RCPT rejections to the outcomes after DATA.
+
+    Attributes:
+        queue_id: see `new_queue_id`; a fresh one for every transaction (after LHLO, RSET
+            or DATA).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue_id = new_queue_id()
+
+
+def rcpt_result(reply: replies.Reply) -> str:
+    """The `result=` word logged for a refused RCPT: `unknown_user`, `over_quota`, `error`
+    (a temporary failure of ours or of the store) or `rejected`."""
+    if reply.enhanced == "5.1.1":
+        return "unknown_user"
+    if reply.enhanced.endswith(".2.2"):
+        return "over_quota"
+    if reply.enhanced == "4.3.0":
+        return "error"
+    return "rejected"
+
+
 class DeliveryHandler:
     """aiosmtpd hooks bound to one `Deliverer`.
 
@@ -90,12 +116,23 @@ class DeliveryHandler:
                           address: str, rcpt_options: list[str]) -> str:
         """RCPT TO (RFC 5321 §4.1.1.3; RFC 2033 §4.1): ask the delivery layer.
 
+        Every refusal is logged as one line like the outcomes after DATA (queue id,
+        recipient, result, reply); an exception in the delivery layer is answered
+        `451 4.3.0` and logged with its traceback, never sent to the peer.
+
         Returns:
             `250 2.1.5` and the address joins the transaction, or the delivery layer's
             rejection (`550 5.1.1` unknown user, over-quota reply, `451 4.3.0` store down).
         """
-        rejection = await self.deliverer.check_recipient(address)
+        queue_id = getattr(envelope, "queue_id", "-")
+        try:
+            rejection = await self.deliverer.check_recipient(address)
+        except Exception:
+            log.exception("%s: internal error checking rcpt=<%s>", queue_id, address)
+            rejection = replies.temporary_failure(address)
         if rejection is not None:
+            log.info("%s: rcpt=<%s> result=%s at=RCPT reply=\"%s %s\"", queue_id, address,
+                     rcpt_result(rejection), rejection.code, rejection.enhanced)
             return rejection.line()
         reply = replies.rcpt_ok(address).line()  # before changing the envelope
         envelope.rcpt_tos.append(address)

@@ -42,7 +42,7 @@ from aiosmtpd.smtp import syntax
 
 from mda import replies
 from mda.lmtp.data import read_message
-from mda.lmtp.handler import DeliveryHandler, format_peer, new_queue_id
+from mda.lmtp.handler import DeliveryHandler, MailTransaction, format_peer, new_queue_id
 from mda.lmtp.outcome import DataResult, Delivered, Failed, TooBig, replies_after_data
 from mda.lmtp.paths import check_path
 from mda.replies import Reply
@@ -176,6 +176,10 @@ class LMTPProtocol(LMTP):
         self._draining = False
 
     # --- connection lifecycle -------------------------------------------------------
+
+    def _create_envelope(self) -> MailTransaction:
+        """Each mail transaction gets its own queue id (in every log line about it)."""
+        return MailTransaction()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -366,7 +370,7 @@ class LMTPProtocol(LMTP):
                                data: bytes | None, too_big: bool) -> list[Reply]:
         """The delivery task: hand the message over, turn what happened into one reply per
         recipient and log one line each. Never raises except CancelledError."""
-        queue_id = new_queue_id()
+        queue_id = getattr(envelope, "queue_id", None) or new_queue_id()
         started = time.monotonic()
         result: DataResult
         try:

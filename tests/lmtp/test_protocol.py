@@ -445,3 +445,25 @@ async def test_recipient_limit_at_n_and_n_plus_one(listener: Listener) -> None:
     assert len(result.after_data) == MAX_RECIPIENTS
     (transaction,) = listener.deliverer.transactions
     assert transaction.recipients == tuple(rcpts[:MAX_RECIPIENTS])
+
+
+async def test_rcpt_refusals_are_logged_with_the_transaction_queue_id(
+        listener: Listener, caplog: pytest.LogCaptureFixture) -> None:
+    client = await listener.client()
+    with caplog.at_level("INFO", logger="mda.lmtp"):
+        result = await client.transaction(
+            "a@example.org", ["unknown@example.org", "full@example.org",
+                              "rcptboom@example.org", "ok@example.org"], MESSAGE)
+    assert [r.status for r in result.rcpt] == [S.UNKNOWN_USER, S.OVER_QUOTA, S.TEMP_FAILURE,
+                                               S.RCPT_OK]
+    lines = [r.getMessage() for r in caplog.records if "rcpt=<" in r.getMessage()
+             and "internal error" not in r.getMessage()]
+    expected = [("unknown@example.org", "unknown_user", "550 5.1.1"),
+                ("full@example.org", "over_quota", "552 5.2.2"),
+                ("rcptboom@example.org", "error", "451 4.3.0"),
+                ("ok@example.org", "stored", "250 2.0.0")]
+    assert len(lines) == len(expected), lines
+    queue_ids = {line.split(":", 1)[0] for line in lines}
+    assert len(queue_ids) == 1, lines
+    for line, (rcpt, what, reply) in zip(lines, expected):
+        assert f"rcpt=<{rcpt}> result={what} " in line and f'reply="{reply}"' in line, line
