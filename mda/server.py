@@ -30,7 +30,7 @@ from pathlib import Path
 from mda.config import Settings
 from mda.delivery import Deliverer
 from mda.lmtp import ConnectionRegistry, DeliveryHandler, LMTPProtocol
-from mda.store.engine import Store, ensure_sqlite_directory
+from mda.store.engine import Store, ensure_sqlite_directory, safe_url, sqlite_path
 from mda.store.migrate import upgrade
 
 log = logging.getLogger("mda.server")
@@ -174,6 +174,25 @@ async def start_listener(address: ListenAddress, registry: ConnectionRegistry,
     return server, str(ListenAddress(host=bound[0], port=bound[1]))
 
 
+def describe_database(url: str) -> str:
+    """The database for the startup line: the absolute file path for SQLite, otherwise the
+    URL with any password masked.
+
+    Args:
+        url: the `MDA_DATABASE_URL` value.
+
+    Returns:
+        e.g. `sqlite /var/lib/mda/mda.sqlite3` or `postgresql+asyncpg://mda:***@db/mda`.
+    """
+    try:
+        path = sqlite_path(url)
+    except Exception:
+        path = None
+    if path is not None:
+        return f"sqlite {path.resolve()}"
+    return safe_url(url)
+
+
 # Seconds between log lines while shutdown waits for deliveries in flight.
 _WAIT_LOG_EVERY = 10.0
 
@@ -209,8 +228,10 @@ async def serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        log.info("listening for LMTP on %s (hostname %s, max message size %d bytes)",
-                 where, settings.hostname, settings.max_message_size)
+        log.info("listening for LMTP on %s (hostname %s, max message size %d bytes, "
+                 "database %s, sieve scripts %s)", where, settings.hostname,
+                 settings.max_message_size, describe_database(settings.database_url),
+                 Path(settings.sieve_scripts_dir).resolve())
         await stop.wait()
         log.info("shutting down: no new connections; finishing deliveries in flight "
                  "(up to %.0f s)", settings.shutdown_timeout)

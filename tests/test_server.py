@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mda.server import ListenAddress, ListenError
+from mda.server import ListenAddress, ListenError, describe_database
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -37,3 +37,17 @@ def test_parse(text: str, expected: ListenAddress) -> None:
 def test_bad_addresses(text: str, reason: str) -> None:
     with pytest.raises(ListenError, match=reason.replace("[", r"\[")):
         ListenAddress.parse(text)
+
+
+def test_describe_database_gives_sqlite_file_as_absolute_path(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert describe_database("sqlite+aiosqlite:///rel/mda.sqlite3") == \
+        f"sqlite {tmp_path / 'rel' / 'mda.sqlite3'}"
+
+
+def test_describe_database_masks_the_password() -> None:
+    text = describe_database("postgresql+asyncpg://mda:s3cret@db.example:5432/mail")
+    assert "s3cret" not in text
+    assert text.startswith("postgresql+asyncpg://mda:") and text.endswith("@db.example:5432/mail")

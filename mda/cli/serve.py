@@ -15,19 +15,15 @@ from __future__ import annotations
 import asyncio
 
 import click
-from pydantic import ValidationError
 
-from mda.cli import CLIError, main
-from mda.config import Settings, get_settings
+from mda.cli import CLIError, load_settings, main
+from mda.config import Settings
 
 
 def _settings(listen: str | None) -> Settings:
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first.get("loc", ()))
-        raise CLIError(f"invalid setting MDA_{field.upper()}: {first.get('msg')}") from exc
+    """The settings (a bad value or MDA_CONFIG file is a one-line `mda: error:`), with
+    `--listen` applied."""
+    settings = load_settings()
     if listen is not None:
         settings = settings.model_copy(update={"lmtp_listen": listen})
     return settings

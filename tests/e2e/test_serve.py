@@ -296,3 +296,23 @@ async def test_sigterm_with_a_delivery_blocked_on_a_lock_answers_and_exits(
         assert len(cli_json(mda, "message", "list", user)) == 1
         server.wait_for_log(rf"rcpt=<{re.escape(user)}> result=stored")
     server.wait_for_log(r"stopped")
+
+
+def test_startup_line_names_the_database_and_sieve_scripts_dir(start_server, sqlite_url: str,
+                                                              tmp_path: Path) -> None:
+    server = start_server(MDA_SIEVE_SCRIPTS_DIR="scripts")
+    line = server.wait_for_log(r"listening for LMTP on")
+    db_file = Path(sqlite_url.split("///", 1)[1]).resolve()
+    assert f"database sqlite {db_file}" in line, line
+    assert f"sieve scripts {(tmp_path / 'scripts').resolve()}" in line, line
+
+
+def test_config_file_that_is_not_toml_is_a_one_line_error(mda: Run, mda_env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    bad = tmp_path / "mda.toml"
+    bad.write_text('hostname = "unterminated\n')
+    proc = mda("serve", env={**mda_env, "MDA_CONFIG": str(bad)})
+    assert proc.returncode != 0
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mda: error:"), lines
+    assert str(bad) in lines[0]
