@@ -46,7 +46,7 @@ from mda.store import (
     quota_usage,
     set_quota,
 )
-from mda.store.engine import safe_url
+from mda.store.engine import safe_url, sqlite_path
 
 T = TypeVar("T")
 
@@ -59,6 +59,7 @@ def with_store(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         settings = load_settings()
+        check_relative_database(settings.database_url)
 
         async def run() -> T:
             store = Store(settings.database_url)
@@ -73,6 +74,27 @@ def with_store(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
             raise CLIError(str(exc)) from exc
 
     return wrapper
+
+
+def check_relative_database(url: str) -> None:
+    """Explain a missing SQLite file named by a relative path (such as the default
+    `var/mda.sqlite3`), which is looked for under the current directory.
+
+    Args:
+        url: the database URL (`MDA_DATABASE_URL`).
+
+    Raises:
+        CLIError: the URL names a relative SQLite path and no file is there; the message
+            gives the absolute path looked for and suggests an absolute URL.
+    """
+    path = sqlite_path(url)
+    if path is None or path.is_absolute() or path.exists():
+        return
+    where = path.resolve()
+    raise CLIError(f"database file {where} does not exist (run `mda db upgrade`); the "
+                   f"relative path {path} (from MDA_DATABASE_URL or its default) is resolved against the current "
+                   f"directory, so set an absolute one, e.g. "
+                   f"MDA_DATABASE_URL=sqlite+aiosqlite:///{where}")
 
 
 def parse_count(text: str) -> int:
@@ -177,7 +199,9 @@ def db_upgrade() -> None:
         upgrade(settings.database_url)
     except StoreError as exc:
         raise CLIError(str(exc)) from exc
-    click.echo(f"database {safe_url(settings.database_url)} is at revision {head_revision()}")
+    path = sqlite_path(settings.database_url)
+    shown = path.resolve() if path is not None else safe_url(settings.database_url)
+    click.echo(f"database {shown} is at revision {head_revision()}")
 
 
 # ---------------------------------------------------------------- mda user
