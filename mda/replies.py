@@ -156,6 +156,11 @@ def send_lhlo_first() -> Reply:
     return Reply(503, "5.5.1", "Send LHLO first")
 
 
+def not_supported(command: str) -> Reply:
+    """502 5.5.1: a command mda does not offer (e.g. AUTH; RFC 5321 §4.2.4)."""
+    return Reply(502, "5.5.1", f"Error: {command} not supported")
+
+
 # Enhanced status codes for replies aiosmtpd writes itself (syntax errors, bad sequence,
 # QUIT ...). RFC 2034 §3: once ENHANCEDSTATUSCODES is advertised, every 2xx/4xx/5xx reply
 # except the greeting and the LHLO/EHLO response carries one.

@@ -312,7 +312,14 @@ class LMTPProtocol(LMTP):
         lines = [self.hostname, *extensions]
         await self._write_lines([f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"])
 
+    async def smtp_AUTH(self, arg: str) -> None:
+        """AUTH is not offered (LHLO does not advertise it; LMTP runs on a trusted local
+        socket, RFC 2033 §1): `502 5.5.1`, and HELP does not list it (no `@syntax`)."""
+        await self.push(replies.not_supported("AUTH").line())
+
+    @syntax("RSET")
     async def smtp_RSET(self, arg: str) -> None:
+        """RSET (RFC 5321 §4.1.1.5); during a shutdown an idle connection is then closed."""
         await super().smtp_RSET(arg)
         if self._draining and self.idle:
             self._close_for_shutdown()

@@ -467,3 +467,22 @@ async def test_rcpt_refusals_are_logged_with_the_transaction_queue_id(
     assert len(queue_ids) == 1, lines
     for line, (rcpt, what, reply) in zip(lines, expected):
         assert f"rcpt=<{rcpt}> result={what} " in line and f'reply="{reply}"' in line, line
+
+
+async def test_help_lists_the_lmtp_commands_and_not_auth(listener: Listener) -> None:
+    client = await listener.client()
+    reply = await client.command("HELP")
+    assert reply.status == "250 2.0.0", reply
+    listed = reply.text.split("Supported commands:", 1)[1].split()
+    assert listed == sorted(["DATA", "HELP", "LHLO", "MAIL", "NOOP", "QUIT", "RCPT", "RSET",
+                             "VRFY"])
+    assert (await client.command("AUTH PLAIN")).status == "502 5.5.1"
+
+
+async def test_vrfy_cannot_verify_but_will_attempt_delivery(listener: Listener) -> None:
+    client = await listener.client()
+    reply = await client.command("VRFY bob@example.org")
+    assert reply.status == "252 2.5.0"
+    assert reply.text == ("2.5.0 Cannot VRFY user, but will accept message and attempt "
+                          "delivery")
+    assert listener.deliverer.checked == []
