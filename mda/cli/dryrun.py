@@ -15,7 +15,7 @@ import click
 
 from mda.cli import CLIError, load_settings, sieve
 from mda.sieve import SieveCompileError, compile_script
-from mda.sieve.dryrun import describe, dry_run
+from mda.sieve.dryrun import describe, dry_run_result
 from mda.sieve_config import sieve_environment, sieve_limits
 
 
@@ -87,17 +87,18 @@ def test(script: str, message: str, envelope_from: str | None, envelope_to: str 
     settings = load_settings()
     environment = sieve_environment(settings, now=datetime.now(timezone.utc),
                                     script_name=Path(script).stem if script != "-" else "")
-    report = dry_run(_read(script, "script"), _read(message, "message"),
-                     envelope_from=envelope_from, envelope_to=envelope_to,
-                     mailboxes=mailboxes, environment=environment,
-                     scripts=ScriptDirs(personal_dir, settings.sieve_scripts_dir / "global"),
-                     before=[(name, _read(name, "script")) for name in before],
-                     after=[(name, _read(name, "script")) for name in after],
-                     limits=sieve_limits(settings))
+    report, result = dry_run_result(
+        _read(script, "script"), _read(message, "message"),
+        envelope_from=envelope_from, envelope_to=envelope_to, mailboxes=mailboxes,
+        environment=environment,
+        scripts=ScriptDirs(personal_dir, settings.sieve_scripts_dir / "global"),
+        before=[(name, _read(name, "script")) for name in before],
+        after=[(name, _read(name, "script")) for name in after],
+        limits=sieve_limits(settings))
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False))
     else:
-        click.echo(describe(report))
+        click.echo(describe(report, result))
     if report["status"] != "ok":
         if not as_json:
             raise CLIError(report["errors"][0])

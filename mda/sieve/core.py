@@ -64,9 +64,9 @@ def current_flags(ctx: Any, call: Call) -> frozenset[str]:
     given = call.tag(":flags")
     if given is None:
         return frozenset(ctx.flags.values())
-    from mda.sieve.extensions.imap4flags import flag_set
+    from mda.sieve.extensions.imap4flags import flag_argument
 
-    return frozenset(flag_set(ctx.strings(given)).values())
+    return frozenset(flag_argument(ctx, call, given).values())
 
 
 def _run_discard(ctx: Any, call: Call) -> None:

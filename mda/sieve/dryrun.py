@@ -89,6 +89,17 @@ def _flags(flags: Iterable[str]) -> list[str]:
     return sorted({f.lower() for f in flags})
 
 
+def _stored_flags(result: Result | None) -> dict[tuple[str, tuple[str, ...]], list[str]]:
+    """(mailbox, lower-cased JSON flags) of each store action -> the flags as stored."""
+    out: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for action in result.actions if result is not None else ():
+        if isinstance(action, (Keep, FileInto)):
+            shown = action_json(action)
+            out[(shown["mailbox"], tuple(shown["flags"]))] = sorted(action.flags,
+                                                                   key=str.lower)
+    return out
+
+
 def sort_actions(actions: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Sort action dicts by their JSON text (the conformance README order)."""
     return sorted(actions, key=lambda a: json.dumps(a, sort_keys=True, ensure_ascii=False))
@@ -114,12 +125,25 @@ def default_envelope(raw_message: bytes) -> tuple[str, str]:
     return first("from", ""), first("to", "recipient@localhost")
 
 
-def dry_run(script: bytes, raw_message: bytes, *, envelope_from: str | None = None,
-            envelope_to: str | None = None, mailboxes: Iterable[str] = (),
-            environment: Environment | None = None, scripts: ScriptSource | None = None,
-            before: Sequence[tuple[str, bytes]] = (),
-            after: Sequence[tuple[str, bytes]] = (),
-            limits: Limits | None = None) -> dict[str, Any]:
+def dry_run(script: bytes, raw_message: bytes, **options: Any) -> dict[str, Any]:
+    """Compile and evaluate a script on a message; store nothing.
+
+    Args:
+        script, raw_message, options: as for `dry_run_result`.
+
+    Returns:
+        The dry-run JSON object (see the module docstring).
+    """
+    return dry_run_result(script, raw_message, **options)[0]
+
+
+def dry_run_result(script: bytes, raw_message: bytes, *, envelope_from: str | None = None,
+                   envelope_to: str | None = None, mailboxes: Iterable[str] = (),
+                   environment: Environment | None = None,
+                   scripts: ScriptSource | None = None,
+                   before: Sequence[tuple[str, bytes]] = (),
+                   after: Sequence[tuple[str, bytes]] = (),
+                   limits: Limits | None = None) -> tuple[dict[str, Any], Result | None]:
     """Compile and evaluate a script on a message; store nothing.
 
     Args:
@@ -135,8 +159,10 @@ def dry_run(script: bytes, raw_message: bytes, *, envelope_from: str | None = No
         limits: compile and run-time limits; default `Limits()`.
 
     Returns:
-        The dry-run JSON object (see the module docstring); a compile error in a before
-        or after script names that script.
+        The dry-run JSON object (see the module docstring; a compile error in a before
+        or after script names that script) and the engine's Result (None after a compile
+        error), whose actions carry the flags as they would be stored and whose warnings
+        name, for instance, ignored invalid flags.
     """
     programs = []
     for name, source in (*before, ("", script), *after):
@@ -146,7 +172,7 @@ def dry_run(script: bytes, raw_message: bytes, *, envelope_from: str | None = No
             where = f"{name}: " if name else ""
             return {"status": "compile_error",
                     "errors": [f"{where}line {exc.line}, column {exc.column}: {exc.message}"],
-                    "actions": []}
+                    "actions": []}, None
     default_from, default_to = default_envelope(raw_message)
     envelope = Envelope(default_from if envelope_from is None else envelope_from,
                         default_to if envelope_to is None else envelope_to)
@@ -158,20 +184,34 @@ def dry_run(script: bytes, raw_message: bytes, *, envelope_from: str | None = No
     else:
         result = evaluate_sequence(programs, message, envelope, environment or Environment(),
                                    host, limits=limits)
-    return result_json(result)
+    return result_json(result), result
 
 
-def describe(report: dict[str, Any]) -> str:
-    """A readable listing of a dry-run report, one line per action."""
+def describe(report: dict[str, Any], result: Result | None = None) -> str:
+    """A readable listing of a dry-run report, one line per action.
+
+    Args:
+        report: the dry-run JSON object.
+        result: the Result it was made from (`dry_run_result`); when given, flags are shown
+            as they would be stored (RFC 5232: `\\Seen`, keywords as first written), not
+            lower-cased, and the run's warnings are listed.
+
+    Returns:
+        The listing, lines joined by newlines (no final newline).
+    """
     lines: list[str] = []
     if report["status"] == "compile_error":
         lines.extend(f"compile error: {e}" for e in report["errors"])
         return "\n".join(lines)
     lines.extend(f"runtime error: {e} (implicit keep)" for e in report["errors"])
+    if result is not None:
+        lines.extend(f"warning: {w}" for w in result.warnings)
+    stored = _stored_flags(result)
     for action in report["actions"]:
         kind = action["action"]
         if kind == "store":
-            flags = f" flags {' '.join(action['flags'])}" if action["flags"] else ""
+            shown = stored.get((action["mailbox"], tuple(action["flags"])), action["flags"])
+            flags = f" flags {' '.join(shown)}" if shown else ""
             lines.append(f"store into \"{action['mailbox']}\"{flags}")
         elif kind == "redirect":
             lines.append(f"redirect to <{action['address']}>")

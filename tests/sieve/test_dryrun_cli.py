@@ -75,3 +75,17 @@ def test_readable_listing(mda, tmp_path: Path) -> None:
     script, message = _files(tmp_path, 'discard; redirect "a@example.net";')
     proc = mda("sieve", "test", script, message, check=True)
     assert proc.stdout.decode().splitlines() == ["discard", "redirect to <a@example.net>"]
+
+
+def test_readable_listing_shows_flags_as_stored_and_warnings(mda, tmp_path: Path) -> None:
+    script, message = _files(tmp_path, 'require ["imap4flags", "fileinto"];\n'
+                             'setflag "\\\\seen MyKey";\n'
+                             'addflag ["\\\\Recent", "mykey"];\n'
+                             'fileinto :flags "\\\\flagged $Work" "Work";\nkeep;\n')
+    readable = mda("sieve", "test", script, message, check=True).stdout.decode()
+    assert 'store into "INBOX" flags \\Seen MyKey\n' in readable
+    assert 'store into "Work" flags $Work \\Flagged\n' in readable
+    assert 'warning: line 3: ignored invalid IMAP flag "\\Recent"' in readable
+    report = json.loads(mda("sieve", "test", "--json", script, message, check=True).stdout)
+    assert {"action": "store", "mailbox": "INBOX", "flags": ["\\seen", "mykey"]} \
+        in report["actions"]

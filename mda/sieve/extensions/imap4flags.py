@@ -4,8 +4,11 @@
 The internal variable holds the flags that keep, fileinto and the implicit keep set
 when no `:flags` is given (§3). Flags compare case-insensitively (§2, IMAP flags are
 case-insensitive, RFC 3501 §2.3.2); a string holding several space-separated flags is
-split (§3); a flag that is not a valid IMAP flag (a backslash flag other than the RFC 3501
-system flags, or one with atom-specials) is ignored, as Pigeonhole does. With the
+split (§3). The five system flags a script may set (RFC 3501 §2.3.2: `\\Seen \\Answered
+\\Flagged \\Deleted \\Draft`) are stored in that canonical spelling however the script
+wrote them; a keyword keeps the spelling first seen. A flag that is not a valid IMAP flag
+(`\\Recent` or another backslash flag, or one with atom-specials) is ignored, as Pigeonhole
+does, with a warning in `Result.warnings` naming it. With the
 variables extension, the optional first argument names a variable used instead of the
 internal one. Complete.
 """
@@ -13,14 +16,17 @@ internal one. Complete.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mda.sieve.common import match, validate_match
 from mda.sieve.spec import Call, CommandSpec, Extension, TagSpec
 from mda.sieve.strings import Template
 
-SYSTEM_FLAGS = frozenset({"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"})
+#: lower-cased system flag -> its canonical spelling (RFC 3501 §2.3.2; \Recent cannot be set)
+CANONICAL_FLAGS = {flag.lower(): flag for flag in
+                   ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")}
+SYSTEM_FLAGS = frozenset(CANONICAL_FLAGS)
 _ATOM = re.compile(r"[^\x00-\x20\x7f(){%*\"\\\]]+")
 
 
@@ -31,14 +37,45 @@ def valid_flag(flag: str) -> bool:
     return _ATOM.fullmatch(flag) is not None
 
 
-def flag_set(strings: Iterable[str]) -> dict[str, str]:
-    """Split, validate and de-duplicate flags: lower-cased name → first spelling."""
+def flag_set(strings: Iterable[str],
+             invalid: Callable[[str], None] | None = None) -> dict[str, str]:
+    """Split, validate and de-duplicate flags (RFC 5232 §3).
+
+    Args:
+        strings: flag strings, each holding one or more space-separated flags.
+        invalid: called with each invalid flag, which is then left out.
+
+    Returns:
+        Lower-cased flag -> the spelling to store: the canonical one for a system flag,
+        else the first spelling seen; in first-seen order.
+    """
     out: dict[str, str] = {}
     for text in strings:
         for flag in text.split():
             if valid_flag(flag):
-                out.setdefault(flag.lower(), flag)
+                key = flag.lower()
+                out.setdefault(key, CANONICAL_FLAGS.get(key, flag))
+            elif invalid is not None:
+                invalid(flag)
     return out
+
+
+def flag_argument(ctx: Any, call: Call, values: Iterable[Any]) -> dict[str, str]:
+    """`flag_set` of a command's flag-list argument, warning about each invalid flag.
+
+    Args:
+        ctx: the evaluation context (its `warn` records the warning).
+        call: the command, for the line number in the warning.
+        values: the compiled string list.
+
+    Returns:
+        As `flag_set`.
+    """
+    def warn(flag: str) -> None:
+        ctx.warn(f"ignored invalid IMAP flag \"{flag}\" (RFC 5232 §3: neither a keyword "
+                 f"nor a system flag a script may set)", call)
+
+    return flag_set(ctx.strings(values), warn)
 
 
 def _get(ctx: Any, variable: str | None) -> dict[str, str]:
@@ -61,13 +98,13 @@ def _variable(ctx: Any, call: Call) -> str | None:
 
 
 def _run_setflag(ctx: Any, call: Call) -> None:
-    _put(ctx, _variable(ctx, call), flag_set(ctx.strings(call.args[1])))
+    _put(ctx, _variable(ctx, call), flag_argument(ctx, call, call.args[1]))
 
 
 def _run_addflag(ctx: Any, call: Call) -> None:
     variable = _variable(ctx, call)
     flags = _get(ctx, variable)
-    for key, flag in flag_set(ctx.strings(call.args[1])).items():
+    for key, flag in flag_argument(ctx, call, call.args[1]).items():
         flags.setdefault(key, flag)
     _put(ctx, variable, flags)
 
@@ -75,7 +112,7 @@ def _run_addflag(ctx: Any, call: Call) -> None:
 def _run_removeflag(ctx: Any, call: Call) -> None:
     variable = _variable(ctx, call)
     flags = _get(ctx, variable)
-    for key in flag_set(ctx.strings(call.args[1])):
+    for key in flag_argument(ctx, call, call.args[1]):
         flags.pop(key, None)
     _put(ctx, variable, flags)
 
