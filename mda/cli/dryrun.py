@@ -15,6 +15,7 @@ import click
 
 from mda.cli import CLIError, load_settings, sieve
 from mda.sieve import SieveCompileError, compile_script
+from mda.sieve.addresses import parse_address
 from mda.sieve.dryrun import describe, dry_run_result
 from mda.sieve_config import sieve_environment, sieve_limits
 
@@ -26,6 +27,35 @@ def _read(path: str, what: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise CLIError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def envelope_address(text: str | None, option: str, *, null_ok: bool) -> str | None:
+    """Check an envelope address given on the command line (RFC 5321 §4.1.2 path).
+
+    Args:
+        text: the option's value; None when not given.
+        option: the option's name, for the message.
+        null_ok: the empty string (or `<>`) means the null sender and is allowed.
+
+    Returns:
+        None when not given, "" for the null sender, else `local@domain` (angle brackets
+        removed).
+
+    Raises:
+        CLIError: not a single `local@domain` address (a display name, spaces, no domain...).
+    """
+    if text is None:
+        return None
+    value = text.strip()
+    if value.startswith("<") and value.endswith(">"):
+        value = value[1:-1].strip()
+    if not value and null_ok:
+        return ""
+    parsed = parse_address(value) if "<" not in value else None
+    if parsed is None or value.rpartition("@")[2] != parsed.domain:
+        null = ', or "" for the null sender' if null_ok else ""
+        raise CLIError(f"{option}: not an envelope address: {text!r} (use local@domain{null})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -82,6 +112,8 @@ def test(script: str, message: str, envelope_from: str | None, envelope_to: str 
          mailboxes: tuple[str, ...], as_json: bool, personal_dir: Path | None,
          before: tuple[str, ...], after: tuple[str, ...]) -> None:
     """Dry-run SCRIPT on MESSAGE (like sieve-test): list the actions, store nothing."""
+    envelope_from = envelope_address(envelope_from, "--envelope-from", null_ok=True)
+    envelope_to = envelope_address(envelope_to, "--envelope-to", null_ok=False)
     if personal_dir is None:
         personal_dir = Path(script).resolve().parent if script != "-" else Path.cwd()
     settings = load_settings()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from tests.cli.conftest import assert_one_line_error
 from tests.sieve.helpers import MESSAGE
 
 
@@ -89,3 +92,27 @@ def test_readable_listing_shows_flags_as_stored_and_warnings(mda, tmp_path: Path
     report = json.loads(mda("sieve", "test", "--json", script, message, check=True).stdout)
     assert {"action": "store", "mailbox": "INBOX", "flags": ["\\seen", "mykey"]} \
         in report["actions"]
+
+
+@pytest.mark.parametrize("option", ["--envelope-from", "--envelope-to"])
+@pytest.mark.parametrize("value", ["not valid", "joe", "a@", "@example.org",
+                                   "a@example .org", "Joe <joe@example.org>", "a@b@c"])
+def test_invalid_envelope_address_is_one_line(mda, tmp_path: Path, option: str,
+                                              value: str) -> None:
+    script, message = _files(tmp_path, "keep;")
+    assert_one_line_error(mda("sieve", "test", option, value, script, message),
+                          option, "not an envelope address", repr(value))
+
+
+def test_envelope_addresses_that_are_accepted(mda, tmp_path: Path) -> None:
+    script, message = _files(tmp_path, 'require "envelope";\n'
+                             'if envelope :is "from" "" { discard; }')
+    assert_one_line_error(mda("sieve", "test", "--envelope-to", "", script, message),
+                          "--envelope-to")
+    for null in ("", "<>"):
+        proc = mda("sieve", "test", "--envelope-from", null, script, message, check=True)
+        assert proc.stdout == b"discard\n"
+    for sender in ("<a@example.org>", '"x y"@example.org', "a@[192.0.2.1]"):
+        proc = mda("sieve", "test", "--envelope-from", sender, "--envelope-to",
+                   "<bob@example.com>", script, message, check=True)
+        assert proc.stdout == b'store into "INBOX"\n', sender
