@@ -92,8 +92,8 @@ def check_relative_database(url: str) -> None:
         return
     where = path.resolve()
     raise CLIError(f"database file {where} does not exist (run `mda db upgrade`); the "
-                   f"relative path {path} (from MDA_DATABASE_URL or its default) is resolved against the current "
-                   f"directory, so set an absolute one, e.g. "
+                   f"relative path {path} (from MDA_DATABASE_URL or its default) is resolved "
+                   f"against the current directory, so set an absolute one, e.g. "
                    f"MDA_DATABASE_URL=sqlite+aiosqlite:///{where}")
 
 
