@@ -86,7 +86,7 @@ def check(file: str) -> None:
     try:
         compile_script(_read(file, "script"), limits=sieve_limits(load_settings()))
     except SieveCompileError as exc:
-        raise CLIError(f"line {exc.line}, column {exc.column}: {exc.message}") from None
+        raise CLIError(str(exc)) from None
     click.echo(f"{file}: ok")
 
 

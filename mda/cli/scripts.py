@@ -57,7 +57,7 @@ def read_script(path: str) -> str:
     try:
         compile_script(source, limits=sieve_limits(load_settings()))
     except SieveCompileError as exc:
-        raise CLIError(f"{path}: line {exc.line}, column {exc.column}: {exc.message}") from exc
+        raise CLIError(f"{path}: {exc}") from exc
     return source
 
 

@@ -100,10 +100,9 @@ class Compiler:
 
     def compile(self) -> Program:
         if len(self.text) > self.limits.script_size:
-            line, column = 1, 1
-            raise SieveCompileError(line, column, "limit",
-                                    f"script is {len(self.text)} bytes; the limit is "
-                                    f"{self.limits.script_size} bytes")
+            raise SieveCompileError(1, 1, "limit",
+                                    f"script is too large: {len(self.text)} bytes; the limit "
+                                    f"is {self.limits.script_size} bytes", whole_script=True)
         nodes = grammar.parse(self.text)
         commands = self.block(nodes, depth=0, top=True)
         return Program(tuple(commands), frozenset(self.required),

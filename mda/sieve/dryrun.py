@@ -171,7 +171,7 @@ def dry_run_result(script: bytes, raw_message: bytes, *, envelope_from: str | No
         except SieveCompileError as exc:
             where = f"{name}: " if name else ""
             return {"status": "compile_error",
-                    "errors": [f"{where}line {exc.line}, column {exc.column}: {exc.message}"],
+                    "errors": [f"{where}{exc}"],
                     "actions": []}, None
     default_from, default_to = default_envelope(raw_message)
     envelope = Envelope(default_from if envelope_from is None else envelope_from,

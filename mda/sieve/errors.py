@@ -43,14 +43,21 @@ class SieveCompileError(SieveError):
         column: 1-based column (in characters) of the offending token.
         kind: one of `ErrorKind`.
         message: the reason, without the position; names the RFC rule where one applies.
+        whole_script: the error is about the script as a whole (such as its size), not a
+            position in it; `line` and `column` are then 1 and `str()` omits them.
+
+    `str(error)` is the text to show: `line L, column C: <message>`, or just the message
+    for a whole-script error.
     """
 
-    def __init__(self, line: int, column: int, kind: ErrorKind, message: str) -> None:
-        super().__init__(f"line {line}, column {column}: {message}")
+    def __init__(self, line: int, column: int, kind: ErrorKind, message: str, *,
+                 whole_script: bool = False) -> None:
+        super().__init__(message if whole_script else f"line {line}, column {column}: {message}")
         self.line = line
         self.column = column
         self.kind = kind
         self.message = message
+        self.whole_script = whole_script
 
 
 class SieveRuntimeError(SieveError):

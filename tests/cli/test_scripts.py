@@ -50,6 +50,16 @@ def test_put_refuses_a_script_that_does_not_compile(cli: Run, joe: str,
     assert as_json(cli("sieve", "list", joe, "--json")) == []
 
 
+def test_put_refuses_an_oversize_script_naming_size_and_limit(cli: Run, joe: str,
+                                                              mda_env: dict[str, str]) -> None:
+    env = dict(mda_env, MDA_SIEVE_MAX_SCRIPT_SIZE="1K")
+    err = assert_one_line_error(cli("sieve", "put", joe, "big", "-", env=env,
+                                    input=b"keep;" + b" " * 1020),
+                                "-: script is too large: 1025 bytes; the limit is 1024 bytes")
+    assert "line" not in err and "column" not in err
+    assert as_json(cli("sieve", "list", joe, "--json")) == []
+
+
 @pytest.mark.parametrize(("argv", "stdin", "needle"), [
     (("sieve", "put", "joe@example.com", "x", "missing-file"), None, "cannot read"),
     (("sieve", "put", "joe@example.com", "x", "-"), b"\xff\xfe", "not UTF-8"),

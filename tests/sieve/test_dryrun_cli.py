@@ -116,3 +116,16 @@ def test_envelope_addresses_that_are_accepted(mda, tmp_path: Path) -> None:
         proc = mda("sieve", "test", "--envelope-from", sender, "--envelope-to",
                    "<bob@example.com>", script, message, check=True)
         assert proc.stdout == b'store into "INBOX"\n', sender
+
+
+def test_oversize_script_gives_size_and_limit_not_a_position(mda, mda_env, tmp_path: Path
+                                                             ) -> None:
+    script, message = _files(tmp_path, "keep;" + " " * 60)
+    env = dict(mda_env, MDA_SIEVE_MAX_SCRIPT_SIZE="64")
+    for argv in (("sieve", "check", script), ("sieve", "test", script, message),
+                 ("sieve", "test", "--before", script, script, message)):
+        err = assert_one_line_error(mda(*argv, env=env),
+                                    "script is too large: 65 bytes; the limit is 64 bytes")
+        assert "line 1" not in err and "column" not in err
+    report = json.loads(mda("sieve", "test", "--json", script, message, env=env).stdout)
+    assert report["errors"] == ["script is too large: 65 bytes; the limit is 64 bytes"]

@@ -22,6 +22,23 @@ def test_script_size() -> None:
     with pytest.raises(SieveCompileError) as info:
         compile_script(script + " ", limits=limits)
     assert info.value.kind == "limit"
+    assert info.value.whole_script
+    assert str(info.value) == "script is too large: 101 bytes; the limit is 100 bytes"
+
+
+def test_script_size_counts_bytes_not_characters() -> None:
+    limits = Limits(script_size=100)
+    script = "# " + "é" * 49 + "\nkeep;"  # 55 characters, 106 bytes of UTF-8
+    with pytest.raises(SieveCompileError) as info:
+        compile_script(script, limits=limits)
+    assert "106 bytes; the limit is 100 bytes" in str(info.value)
+
+
+def test_positioned_errors_still_give_line_and_column() -> None:
+    with pytest.raises(SieveCompileError) as info:
+        compile_script("keep;\n  frobnicate;")
+    assert not info.value.whole_script
+    assert str(info.value).startswith("line 2, column 3: ")
 
 
 def test_default_script_size_is_one_mebibyte() -> None:

@@ -152,8 +152,7 @@ def _run_include(ctx: Any, call: Call) -> None:
     try:
         program = compile_cached(source, limits=ctx.limits)
     except SieveCompileError as exc:
-        raise SieveRuntimeError(f"include: {scope} script \"{name}\" does not compile: "
-                                f"line {exc.line}, column {exc.column}: {exc.message}",
+        raise SieveRuntimeError(f"include: {scope} script \"{name}\" does not compile: {exc}",
                                 call.line) from None
     state.count += 1
     state.included.add(key)
