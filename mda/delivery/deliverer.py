@@ -355,8 +355,7 @@ class Deliverer:
             try:
                 main = compile_cached(facts.source, limits=self.limits)
             except SieveCompileError as exc:
-                plan.problems.append(_Problem(
-                    "compile", f"line {exc.line}, column {exc.column}: {exc.message}"))
+                plan.problems.append(_Problem("compile", str(exc)))
         else:
             main = self.scripts.default()
             if main is not None:

@@ -117,8 +117,7 @@ class GlobalScripts:
             try:
                 program = compile_cached(source, limits=self.limits)
             except SieveCompileError as exc:
-                log.error("global Sieve script %s does not compile: line %d, column %d: %s; "
-                          "skipped", path, exc.line, exc.column, exc.message)
+                log.error("global Sieve script %s does not compile: %s; skipped", path, exc)
         entry = _Entry(version, source, program)
         with self._lock:
             self._entries[path] = entry

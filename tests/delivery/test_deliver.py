@@ -177,6 +177,16 @@ async def test_broken_script_keeps_into_inbox_and_logs_the_error(store: Store,
     assert kind == "compile" and message.startswith("line 4, column 1")
 
 
+async def test_oversize_stored_script_is_recorded_by_size_not_position(
+        store: Store, settings_factory: Callable[..., Settings]) -> None:
+    deliverer = Deliverer(store, settings_factory(store.url, sieve_max_script_size=64))
+    await make_user(store, script="keep;" + " " * 100)
+    [outcome] = await deliverer.deliver(transaction("joe@example.com"))
+    assert (outcome.reply.code, outcome.mailboxes) == (250, ("INBOX",))
+    [(kind, message)] = await errors(store, "joe@example.com")
+    assert kind == "compile" and "too large" in message and not message.startswith("line")
+
+
 async def test_redirect_is_an_error_and_keeps_never_a_silent_drop(store: Store,
                                                                   deliverer: Deliverer) -> None:
     await make_user(store, script='redirect "elsewhere@example.net";')
