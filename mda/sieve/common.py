@@ -148,3 +148,16 @@ def address_part(ctx: Any, call: Call, addr: Address) -> str | None:
     tag = REGISTRY.tag_for(call.name, name)
     extract = tag.impl if tag is not None and tag.impl else _part_all
     return extract(ctx, addr)
+
+
+def append_address_part(values: list[str], ctx: Any, call: Call, addr: Address) -> None:
+    """Append the part of `addr` the test selects (RFC 5228 §2.7.4) to `values`.
+
+    An address without that part (no `:detail`, say) adds nothing, except under `:count`,
+    which counts addresses, not parts (RFC 5231 §4.1): then it adds "".
+    """
+    part = address_part(ctx, call, addr)
+    if part is not None:
+        values.append(part)
+    elif call.data.get("match_type") == ":count":
+        values.append("")

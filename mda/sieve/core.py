@@ -10,8 +10,9 @@ from typing import Any
 
 from mda.sieve.actions import Discard, Keep, Redirect
 from mda.sieve.addresses import parse_address, parse_address_list
-from mda.sieve.common import (ADDRESS_PART_TAGS, COMPARATOR_TAG, MATCH_TAGS, address_part,
-                              check_constants, indexed, match, validate_match)
+from mda.sieve.common import (ADDRESS_PART_TAGS, COMPARATOR_TAG, MATCH_TAGS,
+                              append_address_part, check_constants, indexed, match,
+                              validate_match)
 from mda.sieve.errors import SieveRuntimeError
 from mda.sieve.spec import Call, CommandSpec, Extension, TagSpec
 from mda.sieve.strings import Template
@@ -159,13 +160,8 @@ def address_values(ctx: Any, call: Call, fields: list[str]) -> list[str]:
             continue
         for raw in indexed(call, ctx.message.raw_header_values(name)):
             for addr in parse_address_list(raw):
-                if addr is None:
-                    continue
-                part = address_part(ctx, call, addr)
-                if part is not None:
-                    values.append(part)
-                elif call.data.get("match_type") == ":count":
-                    values.append("")  # RFC 5231 §4.1: :count counts the addresses
+                if addr is not None:
+                    append_address_part(values, ctx, call, addr)
     return values
 
 

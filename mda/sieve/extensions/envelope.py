@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mda.sieve.addresses import parse_address
-from mda.sieve.common import address_part, check_constants, match, validate_match
+from mda.sieve.common import append_address_part, check_constants, match, validate_match
 from mda.sieve.spec import Call, CommandSpec, Extension
 
 PARTS = ("from", "to")
@@ -40,11 +40,7 @@ def envelope_values(ctx: Any, call: Call, parts: list[str]) -> list[str]:
             continue
         addr = parse_address(raw)
         if addr is not None:
-            value = address_part(ctx, call, addr)
-            if value is not None:
-                values.append(value)
-            elif call.data.get("match_type") == ":count":
-                values.append("")  # RFC 5231 §4.1: :count counts the addresses
+            append_address_part(values, ctx, call, addr)
     return values
 
 
