@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -171,12 +171,42 @@ class Settings(BaseSettings):
         default="", description="comma-separated header names addheader may not add")
     sieve_editheader_forbid_delete: str = Field(
         default="", description="comma-separated header names deleteheader may not delete")
+    # Per-user Sieve script quotas, enforced by ManageSieve PUTSCRIPT and `mda sieve put`
+    # (RFC 5804 §1.3 QUOTA/MAXSCRIPTS, QUOTA/MAXSTORAGE; the size of one script is
+    # sieve_max_script_size, QUOTA/MAXSIZE). 0 = no limit.
+    sieve_max_scripts: int = Field(default=25, ge=0, description="scripts one user may store")
+    sieve_max_storage: int = Field(
+        default=8 * 1024 * 1024, ge=0,
+        description="bytes all of one user's scripts may hold together (K/M/G allowed)")
+    # ManageSieve (RFC 5804).
+    managesieve_listen: str = Field(
+        default="127.0.0.1:4190",
+        description="host:port or unix:/path for ManageSieve; empty = disabled")
+    managesieve_tls_listen: str = Field(
+        default="", description="host:port for ManageSieve over implicit TLS; empty = disabled")
+    managesieve_max_connections: int = Field(
+        default=200, ge=1, description="ManageSieve connections open at once")
+    managesieve_idle_timeout: float = Field(
+        default=300.0, gt=0, description="seconds a ManageSieve connection may sit idle")
+    managesieve_auth_failure_delay: float = Field(
+        default=1.0, ge=0, description="seconds before answering a failed AUTHENTICATE")
+    managesieve_auth_max_failures: int = Field(
+        default=10, ge=1, description="failed logins per peer address within the window "
+        "before that peer gets NO (TRYLATER)")
+    managesieve_auth_failure_window: float = Field(
+        default=300.0, gt=0, description="seconds failed logins are remembered per peer")
+    tls_cert: Path | None = Field(
+        default=None, description="PEM certificate (chain) for STARTTLS and implicit TLS")
+    tls_key: Path | None = Field(default=None, description="PEM private key for tls_cert")
+    allow_plaintext_auth: bool = Field(
+        default=False, description="allow PLAIN/LOGIN without TLS from non-loopback peers")
     log_level: str = Field(default="INFO")
     shutdown_timeout: float = Field(
         default=30.0, ge=0, description="seconds to let deliveries in flight finish on SIGTERM"
     )
 
-    @field_validator("max_message_size", "sieve_max_script_size", mode="before")
+    @field_validator("max_message_size", "sieve_max_script_size", "sieve_max_storage",
+                     mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
         return parse_size(value) if isinstance(value, str) else value
@@ -197,6 +227,19 @@ class Settings(BaseSettings):
 
         parse_text_values(value)  # ValueError names the problem
         return value
+
+    @field_validator("tls_cert", "tls_key", mode="before")
+    @classmethod
+    def _optional_path(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        if self.managesieve_tls_listen and self.tls_cert is None:
+            raise ValueError("managesieve_tls_listen needs tls_cert and tls_key")
+        return self
 
     @classmethod
     def settings_customise_sources(
