@@ -1,8 +1,12 @@
 """A real `mda serve` subprocess on a free port (or a unix socket) with a temp SQLite file.
 
 `start_server(**settings)` starts one with extra `MDA_*` settings, waits for its startup
-line (`listening for LMTP on HOST:PORT`) and returns a `ServerProcess`. At teardown every
-server still running gets SIGTERM and must exit 0 within its shutdown timeout.
+line (`listening for LMTP on HOST:PORT`) and returns a `ServerProcess`. ManageSieve listens
+on 127.0.0.1 on a port the system picks (`MDA_MANAGESIEVE_LISTEN=127.0.0.1:0`, so parallel
+runs never collide on 4190); its startup lines (`listening for ManageSieve on HOST:PORT`,
+`listening for ManageSieve over TLS on HOST:PORT`), logged before the LMTP one, fill
+`ServerProcess.managesieve_where` and `managesieve_tls_where`. At teardown every server still
+running gets SIGTERM and must exit 0 within its shutdown timeout.
 """
 
 from __future__ import annotations
@@ -22,6 +26,18 @@ from tests.conftest import MDA_BIN
 from tests.lmtp.client import LMTPClient
 
 _LISTENING = re.compile(r"listening for LMTP on (\S+)")
+_MANAGESIEVE = re.compile(r"listening for ManageSieve on (\S+)")
+_MANAGESIEVE_TLS = re.compile(r"listening for ManageSieve over TLS on (\S+)")
+
+
+def _host(where: str) -> str:
+    """The host of `host:port` or `[v6]:port`, without brackets."""
+    return where.rsplit(":", 1)[0].strip("[]")
+
+
+def _port(where: str) -> int:
+    """The port of `host:port` or `[v6]:port`."""
+    return int(where.rsplit(":", 1)[1])
 
 
 @dataclass
@@ -30,22 +46,44 @@ class ServerProcess:
 
     Attributes:
         proc: the process.
-        where: the bound address as logged: `host:port` or `unix:/path`.
+        where: the bound LMTP address as logged: `host:port` or `unix:/path`.
+        managesieve_where: the bound ManageSieve address (`host:port`), "" when disabled.
+        managesieve_tls_where: the implicit-TLS ManageSieve address, "" when disabled.
         log: stderr lines so far (filled by a reader thread).
     """
 
     proc: subprocess.Popen[bytes]
     where: str = ""
+    managesieve_where: str = ""
+    managesieve_tls_where: str = ""
     log: list[str] = field(default_factory=list)
     _ready: threading.Event = field(default_factory=threading.Event)
 
     @property
     def host(self) -> str:
-        return self.where.rsplit(":", 1)[0].strip("[]")
+        return _host(self.where)
 
     @property
     def port(self) -> int:
-        return int(self.where.rsplit(":", 1)[1])
+        return _port(self.where)
+
+    @property
+    def managesieve_host(self) -> str:
+        """Host of the plain ManageSieve listener (AssertionError when it is disabled)."""
+        assert self.managesieve_where, "ManageSieve is not listening"
+        return _host(self.managesieve_where)
+
+    @property
+    def managesieve_port(self) -> int:
+        """Port of the plain ManageSieve listener (AssertionError when it is disabled)."""
+        assert self.managesieve_where, "ManageSieve is not listening"
+        return _port(self.managesieve_where)
+
+    @property
+    def managesieve_tls_port(self) -> int:
+        """Port of the implicit-TLS ManageSieve listener (AssertionError when disabled)."""
+        assert self.managesieve_tls_where, "ManageSieve over TLS is not listening"
+        return _port(self.managesieve_tls_where)
 
     async def client(self, lhlo: bool = True) -> LMTPClient:
         """A connected LMTP client (after LHLO unless `lhlo=False`)."""
@@ -84,6 +122,10 @@ def _read_stderr(server: ServerProcess) -> None:
     for raw in server.proc.stderr:
         line = raw.decode("utf-8", "replace").rstrip("\n")
         server.log.append(line)
+        if match := _MANAGESIEVE.search(line):
+            server.managesieve_where = match.group(1)
+        if match := _MANAGESIEVE_TLS.search(line):
+            server.managesieve_tls_where = match.group(1)
         match = _LISTENING.search(line)
         if match and not server._ready.is_set():
             server.where = match.group(1)
@@ -96,8 +138,9 @@ def start_server(mda_env: dict[str, str], tmp_path: Path
                  ) -> Iterator[Callable[..., ServerProcess]]:
     """Start `mda serve` with extra settings, e.g. `start_server(MDA_QUOTA_FULL_TEMPFAIL="true")`.
 
-    The listener defaults to 127.0.0.1 on a port the system picks; the working directory is
-    the test's temp dir.
+    The LMTP and ManageSieve listeners default to 127.0.0.1 on ports the system picks (pass
+    `MDA_MANAGESIEVE_LISTEN=""` to disable ManageSieve); the working directory is the test's
+    temp dir.
     """
     servers: list[ServerProcess] = []
 
@@ -105,6 +148,7 @@ def start_server(mda_env: dict[str, str], tmp_path: Path
         env = dict(mda_env)
         env.setdefault("MDA_HOSTNAME", "mx.test")
         env["MDA_LMTP_LISTEN"] = "127.0.0.1:0"
+        env["MDA_MANAGESIEVE_LISTEN"] = "127.0.0.1:0"
         env.update(settings)
         proc = subprocess.Popen([MDA_BIN, "serve"], env=env, cwd=tmp_path,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
