@@ -32,6 +32,7 @@ STAMP = VENV / ".mda-install-stamp"
 DEBIAN_TEST_TOOLS = {
     "swaks": "swaks",
     "sieve-test": "dovecot-sieve",
+    "sieve-connect": "sieve-connect",
 }
 
 
