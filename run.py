@@ -33,6 +33,7 @@ DEBIAN_TEST_TOOLS = {
     "swaks": "swaks",
     "sieve-test": "dovecot-sieve",
     "sieve-connect": "sieve-connect",
+    "doveadm": "dovecot-core",
 }
 
 
