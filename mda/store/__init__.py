@@ -96,6 +96,7 @@ from mda.store.users import (
     list_users,
     quota_usage,
     release_quota,
+    set_password_hash,
     set_quota,
 )
 
@@ -115,6 +116,6 @@ __all__ = [
     "list_messages", "list_scripts", "list_sieve_errors", "list_users", "mailbox_names",
     "message_bytes", "normalize_address", "normalize_mailbox_name", "normalize_script_name",
     "put_script", "quota_usage", "record_sieve_error", "release_blob", "release_quota",
-    "rename_script", "set_quota", "split_subaddress", "sqlite_path", "store_blob",
-    "sweep_orphan_blobs",
+    "rename_script", "set_password_hash", "set_quota", "split_subaddress", "sqlite_path",
+    "store_blob", "sweep_orphan_blobs",
 ]

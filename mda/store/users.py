@@ -1,4 +1,4 @@
-"""Users and their quota.
+"""Users, their password hashes and their quota.
 
 Quota is enforced in SQL, atomically, in the caller's transaction: `charge_quota` is one
 conditional `UPDATE users SET storage_used = storage_used + :n, messages_used =
@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mda.store.blobs import release_blob
-from mda.store.errors import QuotaExceeded, UserExists, UserNotFound
+from mda.store.errors import InvalidInput, QuotaExceeded, UserExists, UserNotFound
 from mda.store.mailboxes import create_mailbox
 from mda.store.models import Mailbox, Message, User
 from mda.store.names import DEFAULT_SPECIAL_MAILBOXES, INBOX, normalize_address
@@ -185,6 +185,42 @@ async def set_quota(session: AsyncSession, address: str, *,
     if values:
         await session.execute(update(User).where(User.id == user.id).values(**values))
         await session.refresh(user)
+    return user
+
+
+#: The width of `users.password_hash`, characters.
+MAX_PASSWORD_HASH = 255
+
+
+async def set_password_hash(session: AsyncSession, address: str,
+                            password_hash: str | None) -> User:
+    """Store a user's password hash, or remove it (the user then cannot log in).
+
+    The store keeps the string as given and does not look inside it: callers make it with
+    `mda.passwords.hash_password` or check an imported one with `mda.passwords.check_scheme`.
+
+    Args:
+        session: a write session.
+        address: the user's address.
+        password_hash: the stored form, `{SCHEME}encoded`; None removes the password.
+
+    Returns:
+        The user with the new hash.
+
+    Raises:
+        InvalidAddress: the address is malformed.
+        UserNotFound: no such user.
+        InvalidInput: the hash is empty or longer than 255 characters.
+    """
+    if password_hash is not None:
+        if not password_hash:
+            raise InvalidInput("empty password hash (pass None to remove the password)")
+        if len(password_hash) > MAX_PASSWORD_HASH:
+            raise InvalidInput(f"password hash longer than {MAX_PASSWORD_HASH} characters")
+    user = await get_user(session, address)
+    await session.execute(update(User).where(User.id == user.id)
+                          .values(password_hash=password_hash))
+    await session.refresh(user)
     return user
 
 
