@@ -4,9 +4,14 @@ Lifecycle:
 1. `prepare_database(settings)` creates the SQLite directory if needed and applies the
    alembic migrations (`mda.store.migrate.upgrade`).
 2. `serve(settings)` builds the `Store` and the `Deliverer`, listens on
-   `settings.lmtp_listen` and logs where (`listening for LMTP on 127.0.0.1:2424`).
+   `settings.lmtp_listen` and, unless it is empty, for ManageSieve on
+   `settings.managesieve_listen` (and with implicit TLS on `settings.managesieve_tls_listen`),
+   and logs where: `listening for ManageSieve on 127.0.0.1:4190 (...)`, `listening for
+   ManageSieve over TLS on ...`, then last `listening for LMTP on 127.0.0.1:2424 (...)`.
+   The TLS certificate (`tls_cert`, `tls_key`) is loaded once, here; an unreadable one stops
+   the start with a one-line error.
 3. On SIGTERM or SIGINT: stop accepting connections; idle connections get
-   `421 4.3.2` and are closed; a connection in the middle of a transaction finishes it
+   `421 4.3.2` (ManageSieve: `BYE`) and are closed; a connection in the middle of a transaction finishes it
    for up to `settings.shutdown_timeout` seconds. Then connections that are idle or still
    receiving commands or message text get `421 4.3.2` and are closed (nothing of theirs was
    stored; the MTA retries), while a delivery that has started always runs to its end and
@@ -30,6 +35,7 @@ from pathlib import Path
 from mda.config import Settings
 from mda.delivery import Deliverer
 from mda.lmtp import ConnectionRegistry, DeliveryHandler, LMTPProtocol
+from mda.managesieve import ManageSieveServer, ServerContext, TLSSetupError, load_tls_context
 from mda.store.engine import Store, ensure_sqlite_directory, safe_url, sqlite_path
 from mda.store.migrate import upgrade
 
@@ -193,6 +199,72 @@ def describe_database(url: str) -> str:
     return safe_url(url)
 
 
+async def start_managesieve(store: Store, settings: Settings) -> ManageSieveServer | None:
+    """Load the TLS certificate and start the ManageSieve listeners that are configured,
+    logging where each listens.
+
+    Args:
+        store: the database the sessions use.
+        settings: `managesieve_listen` (host:port or unix:/path; empty = off),
+            `managesieve_tls_listen` (implicit TLS; empty = off), `tls_cert`, `tls_key`.
+
+    Returns:
+        The running server, or None when both listen settings are empty.
+
+    Raises:
+        ListenError: an address is invalid or cannot be bound, or the certificate or key
+            cannot be loaded.
+    """
+    tls_context = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        try:
+            tls_context = load_tls_context(settings.tls_cert, settings.tls_key)
+        except TLSSetupError as exc:
+            raise ListenError(str(exc)) from exc
+    plain, implicit = settings.managesieve_listen.strip(), settings.managesieve_tls_listen.strip()
+    if not plain and not implicit:
+        return None
+    server = ManageSieveServer(ServerContext(store, settings, tls_context=tls_context))
+    try:
+        if plain:
+            where = await _bind_managesieve(server, ListenAddress.parse(plain), tls=False)
+            log.info("listening for ManageSieve on %s (%s; plain-text login %s)", where,
+                     "STARTTLS offered" if tls_context else "no STARTTLS: MDA_TLS_CERT unset",
+                     "allowed" if settings.allow_plaintext_auth
+                     else "over TLS or from loopback only")
+        if implicit:
+            where = await _bind_managesieve(server, ListenAddress.parse(implicit), tls=True)
+            log.info("listening for ManageSieve over TLS on %s", where)
+    except BaseException:
+        await server.close(0)
+        raise
+    return server
+
+
+async def _bind_managesieve(server: ManageSieveServer, address: ListenAddress, *,
+                            tls: bool) -> str:
+    """Bind one ManageSieve listener; returns the bound address as text."""
+    try:
+        if address.path is not None:
+            _remove_stale_socket(address.path)
+            return f"unix:{await server.listen(path=address.path, tls=tls)}"
+        host, port = await server.listen(host=address.host, port=address.port, tls=tls)
+    except OSError as exc:
+        raise ListenError(f"cannot listen for ManageSieve on {address}: "
+                          f"{exc.strerror or exc}") from exc
+    return str(ListenAddress(host=host, port=port))
+
+
+def _unlink_sockets(*texts: str) -> None:
+    """Remove the unix-domain socket files of these listen settings, if any."""
+    for text in texts:
+        if text.strip().startswith("unix:"):
+            try:
+                os.unlink(ListenAddress.parse(text).path)  # type: ignore[arg-type]
+            except (FileNotFoundError, ListenError):
+                pass
+
+
 # Seconds between log lines while shutdown waits for deliveries in flight.
 _WAIT_LOG_EVERY = 10.0
 
@@ -206,7 +278,8 @@ async def _wait_for_deliveries(registry: ConnectionRegistry) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Run the LMTP service until SIGTERM or SIGINT, then shut down gracefully.
+    """Run the LMTP and ManageSieve services until SIGTERM or SIGINT, then shut down
+    gracefully.
 
     The database must be prepared first (`prepare_database`).
 
@@ -224,6 +297,11 @@ async def serve(settings: Settings) -> None:
         registry = ConnectionRegistry()
         handler = DeliveryHandler(deliverer, settings.max_message_size)
         server, where = await start_listener(address, registry, handler, settings)
+        try:
+            managesieve = await start_managesieve(store, settings)
+        except BaseException:
+            server.close()
+            raise
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -236,6 +314,9 @@ async def serve(settings: Settings) -> None:
         log.info("shutting down: no new connections; finishing deliveries in flight "
                  "(up to %.0f s)", settings.shutdown_timeout)
         server.close()
+        managesieve_closed = asyncio.create_task(
+            managesieve.close(settings.shutdown_timeout) if managesieve is not None
+            else asyncio.sleep(0))
         registry.drain()
         if not await registry.wait_idle(settings.shutdown_timeout):
             log.warning("shutdown timeout: closing %d connection(s) not delivering with 421; "
@@ -244,13 +325,11 @@ async def serve(settings: Settings) -> None:
                         len(registry.deliveries))
             registry.cut_off()
             await _wait_for_deliveries(registry)
+        await managesieve_closed
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        if address.path is not None:
-            try:
-                os.unlink(address.path)
-            except FileNotFoundError:
-                pass
+        _unlink_sockets(settings.lmtp_listen, settings.managesieve_listen,
+                        settings.managesieve_tls_listen)
     finally:
         await store.dispose()
     log.info("stopped")

@@ -17,7 +17,8 @@ StoreError                      base of everything the store raises on purpose
  │    ├── UserExists
  │    └── MailboxExists
  ├── ScriptActive               the script is the user's active one and cannot be deleted
- └── QuotaExceeded             storing would take the user over a storage or message limit
+ ├── QuotaExceeded             storing would take the user over a storage or message limit
+ └── ScriptQuotaExceeded       storing a Sieve script would pass a per-user script quota
 ```
 
 The store never formats protocol replies: callers (delivery, the CLI, ManageSieve) map these
@@ -120,3 +121,26 @@ class QuotaExceeded(StoreError):
 
 def _limit(value: int | None) -> str:
     return "unlimited" if value is None else str(value)
+
+
+class ScriptQuotaExceeded(StoreError):
+    """Storing a Sieve script would pass one of the user's script quotas; nothing was stored.
+
+    RFC 5804 §1.3 response codes: `QUOTA/MAXSCRIPTS`, `QUOTA/MAXSIZE`, `QUOTA/MAXSTORAGE`.
+
+    Attributes:
+        limit: which quota: "scripts" (number of scripts), "size" (octets of one script) or
+            "storage" (octets of all the user's scripts together).
+        used: scripts or octets the user would have, or the script's size for "size".
+        allowed: the quota.
+    """
+
+    def __init__(self, limit: str, used: int, allowed: int) -> None:
+        self.limit = limit
+        self.used = used
+        self.allowed = allowed
+        what = {"scripts": f"{used} scripts; at most {allowed} are allowed",
+                "size": f"the script is {used} octets; at most {allowed} are allowed",
+                "storage": f"all scripts together would take {used} octets; at most "
+                           f"{allowed} are allowed"}[limit]
+        super().__init__(what)

@@ -1,25 +1,109 @@
-"""Users' Sieve scripts (at most one active, RFC 5804 §1.4) and the per-user Sieve error log.
+"""Users' Sieve scripts (at most one active, RFC 5804 §1.4), their quotas, and the per-user
+Sieve error log.
 
 The store keeps script sources as given; whether a script compiles is the caller's check
 (the CLI and ManageSieve run `mda.sieve.compile_script` before `put_script`).
+
+Script quotas (RFC 5804 §1.3 QUOTA/MAXSCRIPTS, QUOTA/MAXSIZE, QUOTA/MAXSTORAGE) are checked
+by `check_script_quota` and by `put_script(..., quota=...)` inside the caller's write
+transaction, after locking the user's row (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite
+write transactions are already serialised by BEGIN IMMEDIATE), so two uploads racing can
+never pass a limit together. Sizes are UTF-8 octets; replacing a script counts only the
+difference between the old and the new source.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import LargeBinary, cast, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mda.store.errors import AlreadyExists, ScriptActive, ScriptNotFound
-from mda.store.models import SieveError, SieveScript, utcnow
+from mda.store.errors import (AlreadyExists, ScriptActive, ScriptNotFound,
+                              ScriptQuotaExceeded, UserNotFound)
+from mda.store.models import SieveError, SieveScript, User, utcnow
 from mda.store.names import normalize_script_name
 
 ERROR_LOG_SIZE = 100  # errors kept per user; older ones are dropped
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptQuota:
+    """Per-user limits on Sieve scripts; 0 means no limit.
+
+    Attributes:
+        max_scripts: scripts one user may have.
+        max_size: octets one script may have.
+        max_storage: octets all of one user's scripts may have together.
+    """
+
+    max_scripts: int = 0
+    max_size: int = 0
+    max_storage: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ScriptQuota:
+        """The quota of `mda.config.Settings` (`sieve_max_scripts`, `sieve_max_script_size`,
+        `sieve_max_storage`)."""
+        return cls(max_scripts=settings.sieve_max_scripts,
+                   max_size=settings.sieve_max_script_size,
+                   max_storage=settings.sieve_max_storage)
+
+
+def script_size(source: str) -> int:
+    """The size a script counts for in quotas: its UTF-8 octets."""
+    return len(source.encode("utf-8"))
+
+
+def _octets(session: AsyncSession, column: Any) -> Any:
+    """SQL for the UTF-8 octet length of a text column."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.octet_length(column)
+    return func.length(cast(column, LargeBinary))  # SQLite: a BLOB's length is in octets
+
+
+async def check_script_quota(session: AsyncSession, user_id: int, name: str, size: int,
+                             quota: ScriptQuota) -> None:
+    """Check that storing `size` octets as script `name` stays within the user's quota.
+
+    Locks the user's row until the transaction ends (PostgreSQL), so a `put_script` later
+    in the same transaction stores exactly what was checked.
+
+    Args:
+        session: a write session (a read session checks without the guarantee).
+        user_id: the owner.
+        name: the script name; replacing an existing script counts only the difference.
+        size: the new script's size in octets.
+        quota: the limits.
+
+    Raises:
+        InvalidScriptName: the name is malformed.
+        UserNotFound: the user no longer exists.
+        ScriptQuotaExceeded: `limit` says which quota ("size", "scripts", "storage").
+    """
+    canonical = normalize_script_name(name)
+    if quota.max_size and size > quota.max_size:
+        raise ScriptQuotaExceeded("size", size, quota.max_size)
+    locked = (await session.execute(
+        select(User.id).where(User.id == user_id).with_for_update())).scalar_one_or_none()
+    if locked is None:
+        raise UserNotFound(f"no user with id {user_id}")
+    rows = (await session.execute(
+        select(SieveScript.name, _octets(session, SieveScript.source))
+        .where(SieveScript.user_id == user_id))).all()
+    old = {row[0]: int(row[1] or 0) for row in rows}
+    count = len(old) + (0 if canonical in old else 1)
+    if quota.max_scripts and count > quota.max_scripts:
+        raise ScriptQuotaExceeded("scripts", count, quota.max_scripts)
+    total = sum(old.values()) - old.get(canonical, 0) + size
+    if quota.max_storage and total > quota.max_storage:
+        raise ScriptQuotaExceeded("storage", total, quota.max_storage)
+
+
 async def put_script(session: AsyncSession, user_id: int, name: str,
-                     source: str) -> SieveScript:
+                     source: str, *, quota: ScriptQuota | None = None) -> SieveScript:
     """Create a script or replace the source of an existing one (keeping its active state).
 
     Args:
@@ -27,14 +111,19 @@ async def put_script(session: AsyncSession, user_id: int, name: str,
         user_id: the owner.
         name: the script name (RFC 5804 §1.6).
         source: the Sieve source text.
+        quota: when given, the script quotas to check first (`check_script_quota`).
 
     Returns:
         The stored script.
 
     Raises:
         InvalidScriptName: the name is malformed.
+        UserNotFound: with a quota, the user no longer exists.
+        ScriptQuotaExceeded: with a quota, storing would pass it; nothing is stored.
     """
     canonical = normalize_script_name(name)
+    if quota is not None:
+        await check_script_quota(session, user_id, canonical, script_size(source), quota)
     script = await _find_script(session, user_id, canonical)
     if script is None:
         script = SieveScript(user_id=user_id, name=canonical, source=source, active=False)
