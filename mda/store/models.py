@@ -15,7 +15,10 @@ Tables:
 - `sieve_scripts`: per user, unique name, at most one active (partial unique index).
 - `sieve_errors`: the per-user log of Sieve compile and runtime errors met at delivery.
 - `sieve_duplicates`: the duplicate-tracking records of the Sieve duplicate test (RFC 7352
-  §3): per user, the hex SHA-256 key of (handle, :last, unique ID) and when it expires.
+  §3): per user, the hex SHA-256 key of (handle, :last, unique ID) and when it expires;
+  redirect records (one per message and target, so a message is redirected once) share it.
+- `sieve_vacation_replies`: the vacation replies sent (RFC 5230 §4.2): per user, the hex
+  SHA-256 key of (handle, sender), the sender, and when the no-second-reply period ends.
 
 Relationships are `lazy="raise"`: every load is explicit, so no implicit IO happens under
 asyncio.
@@ -201,4 +204,18 @@ class SieveDuplicate(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     key_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SieveVacationReply(Base):
+    """A vacation reply sent (RFC 5230 §4.2): `sender` gets no second reply for the same
+    handle until `expires_at`."""
+
+    __tablename__ = "sieve_vacation_replies"
+    __table_args__ = (UniqueConstraint("user_id", "key_hash"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(320))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
