@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from mda.sieve.actions import Discard, Keep, Redirect
-from mda.sieve.addresses import parse_address, parse_address_list
+from mda.sieve.addresses import parse_address_list
 from mda.sieve.common import (ADDRESS_PART_TAGS, COMPARATOR_TAG, MATCH_TAGS,
                               append_address_part, check_constants, indexed, match,
                               validate_match)
@@ -77,25 +77,78 @@ def _run_discard(ctx: Any, call: Call) -> None:
 def _validate_redirect(call: Call, compiler: Any) -> Call:
     address = call.args[0]
     if not isinstance(address, Template) and normalise_redirect(address) is None:
-        compiler.error("bad-value", f"redirect: \"{address}\" is not a valid address "
-                       "(RFC 5228 §4.2)")
+        compiler.error("bad-value", redirect_address_error(address))
     return call
 
 
+# RFC 5321 §4.1.2 Mailbox = Local-part "@" ( Domain / address-literal ), with the UTF-8
+# characters RFC 6531 §3.3 allows in atoms, quoted strings and U-labels (no lone surrogates).
+_UTF8 = "\x80-\ud7ff\ue000-\U0010ffff"
+_ATEXT = f"[A-Za-z0-9!#$%&'*+\\-/=?^_`{{|}}~{_UTF8}]"
+_DOT_STRING = f"{_ATEXT}+(?:\\.{_ATEXT}+)*"
+_QUOTED = f'"(?:[\\x20\\x21\\x23-\\x5b\\x5d-\\x7e{_UTF8}]|\\\\[\\x20-\\x7e])*"'
+_LET_DIG = f"[A-Za-z0-9{_UTF8}]"
+_LABEL = f"{_LET_DIG}(?:[A-Za-z0-9\\-{_UTF8}]*{_LET_DIG})?"
+_LITERAL = "\\[[\\x21-\\x5a\\x5e-\\x7e]+\\]"
+_MAILBOX = re.compile(f"(?:{_DOT_STRING}|{_QUOTED})@(?:{_LABEL}(?:\\.{_LABEL})*|{_LITERAL})")
+MAX_LOCAL_PART = 64  # octets, RFC 5321 §4.5.3.1.1
+MAX_MAILBOX = 254  # octets: the 256-octet path (§4.5.3.1.3) without its angle brackets
+
+
 def normalise_redirect(text: str) -> str | None:
-    """The redirect target as `local@domain`, or None if it is not one address."""
-    addr = parse_address(text)
-    if addr is None or not addr.local:
+    """The redirect target as it goes into RCPT TO, or None if it is not one mailbox.
+
+    RFC 5228 §4.2 wants a valid address; what reaches the MTA is an RFC 5321 §4.1.2
+    `Mailbox`, so only `local@domain` is accepted (quoted local parts and address literals
+    included, UTF-8 as RFC 6531 allows), surrounding white space ignored. A display name,
+    angle brackets, a comment or a list (`"Name <a@b>"`, `"<a@b>"`, `"a@b (x)"`,
+    `"a@b, c@d"`) is refused rather than turned into something the script did not write.
+    """
+    candidate = text.strip(" \t")
+    if _MAILBOX.fullmatch(candidate) is None:
         return None
-    return addr.all
+    local = candidate.rpartition("@")[0]
+    if (len(local.encode("utf-8")) > MAX_LOCAL_PART
+            or len(candidate.encode("utf-8")) > MAX_MAILBOX):
+        return None
+    return candidate
+
+
+def redirect_address_error(text: str) -> str:
+    """The message for a redirect address `normalise_redirect` refuses."""
+    return (f"redirect: \"{text}\" is not a valid address: give local@domain only, without "
+            "a display name, angle brackets or comments (RFC 5228 §4.2, RFC 5321 §4.1.2)")
+
+
+REDIRECTED_FROM = "X-Sieve-Redirected-From"
+"""The header a redirected message carries: the address of the user whose script redirected
+it. mda adds it when sending (`mda.outbound`); a message arriving with the user's own address
+in it was redirected by this user before and is not redirected again (loop prevention)."""
+
+
+def redirected_by_user(ctx: Any) -> bool:
+    """Whether the message as received names one of the user's addresses (the envelope
+    recipient, `Environment.user_addresses`) in `X-Sieve-Redirected-From`; compared
+    case-insensitively, as a loop is worse than a missed redirect."""
+    own = {text.lower() for text in (ctx.envelope.rcpt_to, *ctx.environment.user_addresses)}
+    for value in ctx.original.raw_header_values(REDIRECTED_FROM):
+        for addr in parse_address_list(value):
+            if addr is not None and addr.all.lower() in own:
+                return True
+    return False
 
 
 def _run_redirect(ctx: Any, call: Call) -> None:
     text = ctx.string(call.args[0])
     address = normalise_redirect(text)
     if address is None:
-        raise SieveRuntimeError(f"redirect: \"{text}\" is not a valid address "
-                                "(RFC 5228 §4.2)", call.line)
+        raise SieveRuntimeError(redirect_address_error(text), call.line)
+    if redirected_by_user(ctx):
+        # Pigeonhole does the same: the redirect is dropped and, as it never happened, does
+        # not cancel the implicit keep.
+        ctx.warn(f"redirect to <{address}> not done: this user redirected the message before "
+                 f"({REDIRECTED_FROM}), so it would loop; the implicit keep stays", call)
+        return
     ctx.add(Redirect(address, copy=bool(call.tag(":copy"))), call)
 
 

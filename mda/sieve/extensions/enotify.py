@@ -13,6 +13,7 @@ mail gives no presence information (RFC 5436 §2.4). Complete for evaluation.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -23,26 +24,74 @@ from mda.sieve.errors import SieveRuntimeError
 from mda.sieve.spec import Call, CommandSpec, Extension, TagSpec
 
 
-def mailto_recipients(uri: str) -> list[str] | None:
-    """The recipients of a mailto: URI (To part, then to= and cc=), or None if invalid."""
+@dataclass(frozen=True, slots=True)
+class Mailto:
+    """A parsed `mailto:` URI (RFC 6068 §2), as the mailto notification method uses it.
+
+    Attributes:
+        to: the addresses of the part before `?` and of `to=` header fields, decoded.
+        cc: the addresses of `cc=` header fields.
+        headers: the other header fields as (lower-case name, decoded value), in order
+            (`subject`, `body`, ...; RFC 5436 §2.7 says which are honoured).
+    """
+
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """The first value of header field `name` (any case), or None."""
+        lowered = name.lower()
+        return next((value for key, value in self.headers if key == lowered), None)
+
+
+def _addresses(raw: str) -> list[str] | None:
+    out = []
+    for text in (a for a in raw.split(",") if a.strip()):
+        addr = parse_address(text.strip())
+        if addr is None:
+            return None
+        out.append(addr.all)
+    return out
+
+
+def parse_mailto(uri: str) -> Mailto | None:
+    """Parse a mailto: URI (RFC 6068 §2): recipients before `?` (split at percent-encoded
+    commas; a literal comma there is an error, RFC 5435 §3.8), then `hfname=hfvalue` pairs.
+
+    Returns:
+        The parsed URI, or None when the scheme is not mailto, an address does not parse
+        or there is no recipient at all.
+    """
     if not uri.lower().startswith("mailto:"):
         return None
     rest = uri[len("mailto:"):]
     to_part, _, query = rest.partition("?")
     if "," in to_part:
         return None
-    raw: list[str] = [a for a in unquote(to_part).split(",") if a]
+    to = _addresses(unquote(to_part))
+    cc: list[str] | None = []
+    headers = []
     for field in query.split("&") if query else ():
         name, _, value = field.partition("=")
-        if name.lower() in ("to", "cc"):
-            raw.extend(a for a in unquote(value).split(",") if a)
-    out = []
-    for text in raw:
-        addr = parse_address(text.strip())
-        if addr is None:
-            return None
-        out.append(addr.all)
-    return out if out else None
+        name, value = unquote(name).lower(), unquote(value)
+        if name == "to":
+            more = _addresses(value)
+            to = None if to is None or more is None else to + more
+        elif name == "cc":
+            more = _addresses(value)
+            cc = None if cc is None or more is None else cc + more
+        elif name:
+            headers.append((name, value))
+    if to is None or cc is None or not (to or cc):
+        return None
+    return Mailto(tuple(to), tuple(cc), tuple(headers))
+
+
+def mailto_recipients(uri: str) -> list[str] | None:
+    """The recipients of a mailto: URI (To part, then to= and cc=), or None if invalid."""
+    parsed = parse_mailto(uri)
+    return None if parsed is None else [*parsed.to, *parsed.cc]
 
 
 def _validate_notify(call: Call, compiler: Any) -> Call:
