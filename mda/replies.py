@@ -12,6 +12,9 @@ wording of a case are decided in one place. The first digit tells the MTA what t
 | over quota                        | 552 5.2.2 / 452 4.2.2 (tempfail mode)  |
 | message over the size limit       | 552 5.3.4                              |
 | store unavailable, internal error | 451 4.3.0                              |
+| non-ASCII address without SMTPUTF8 | 553 5.6.7                             |
+| BDAT/DATA/RCPT out of sequence    | 503 5.5.1                              |
+| BODY=BINARYMIME (not offered)     | 555 5.5.4                              |
 """
 
 from __future__ import annotations
@@ -159,6 +162,68 @@ def send_lhlo_first() -> Reply:
 def not_supported(command: str) -> Reply:
     """502 5.5.1: a command mda does not offer (e.g. AUTH; RFC 5321 §4.2.4)."""
     return Reply(502, "5.5.1", f"Error: {command} not supported")
+
+
+def need_mail() -> Reply:
+    """503 5.5.1: RCPT, DATA or BDAT before an accepted MAIL (RFC 5321 §4.1.4)."""
+    return Reply(503, "5.5.1", "Error: need MAIL command")
+
+
+def chunk_received(size: int, total: int) -> Reply:
+    """250 2.0.0 for a BDAT chunk that is not the last (RFC 3030 §2): `size` octets taken,
+    `total` octets of the message so far."""
+    return Reply(250, "2.0.0", f"{size} octets received, {total} in this message")
+
+
+def bdat_syntax(*, closing: bool = False) -> Reply:
+    """501 5.5.4: a BDAT command that is not `BDAT <size> [LAST]` (RFC 3030 §2). With
+    `closing`, the chunk size could not be read, so the octets that follow cannot be told
+    from commands: the connection is closed after this reply."""
+    text = "Syntax: BDAT <size> [LAST]"
+    if closing:
+        text += "; the chunk size is unreadable, closing the connection"
+    return Reply(501, "5.5.4", text)
+
+
+def data_after_bdat() -> Reply:
+    """503 5.5.1: DATA in a transaction that already received BDAT chunks (RFC 3030 §3: "a
+    503 "Bad sequence of commands" MUST be issued"; the client sends RSET)."""
+    return Reply(503, "5.5.1", "Error: DATA after BDAT in the same transaction, send RSET")
+
+
+def rcpt_after_bdat() -> Reply:
+    """503 5.5.1: RCPT after the first BDAT chunk of the transaction (RFC 3030 §2: the
+    message data follows the envelope)."""
+    return Reply(503, "5.5.1", "Error: RCPT after BDAT in the same transaction")
+
+
+def binarymime_not_offered() -> Reply:
+    """555 5.5.4: `BODY=BINARYMIME` at MAIL, which LHLO does not advertise (RFC 3030 §3;
+    RFC 5321 §4.1.1.11: parameter recognised but not implemented)."""
+    return Reply(555, "5.5.4", "BODY=BINARYMIME is not supported; use 7BIT or 8BITMIME")
+
+
+def address_needs_smtputf8() -> Reply:
+    """553 5.6.7: a non-ASCII address in a transaction whose MAIL did not give the
+    SMTPUTF8 parameter (RFC 6531 §3.5). The address is not echoed: it is not ASCII."""
+    return Reply(553, "5.6.7", "Non-ASCII address needs MAIL FROM:<...> SMTPUTF8")
+
+
+def lhlo_not_ascii() -> Reply:
+    """501 5.5.4: an LHLO name that is not ASCII (RFC 6531 §3.7.1: the client names itself
+    with A-labels or an address literal)."""
+    return Reply(501, "5.5.4", "Syntax: LHLO hostname (ASCII; IDN as A-labels)")
+
+
+def tls_already_active() -> Reply:
+    """503 5.5.1: STARTTLS on a connection that already uses TLS (RFC 3207 §4.2: a client
+    "MUST NOT attempt to start a TLS session if a TLS session is already active")."""
+    return Reply(503, "5.5.1", "Error: TLS is already active")
+
+
+def starttls_syntax() -> Reply:
+    """501 5.5.4: STARTTLS takes no argument (RFC 3207 §4)."""
+    return Reply(501, "5.5.4", "Syntax: STARTTLS")
 
 
 # Enhanced status codes for replies aiosmtpd writes itself (syntax errors, bad sequence,

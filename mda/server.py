@@ -27,6 +27,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import stat
 import sys
 from dataclasses import dataclass
@@ -144,7 +145,8 @@ def _remove_stale_socket(path: Path) -> None:
 
 
 async def start_listener(address: ListenAddress, registry: ConnectionRegistry,
-                         handler: DeliveryHandler, settings: Settings
+                         handler: DeliveryHandler, settings: Settings,
+                         tls_context: ssl.SSLContext | None = None
                          ) -> tuple[asyncio.base_events.Server, str]:
     """Bind the LMTP listener.
 
@@ -152,19 +154,32 @@ async def start_listener(address: ListenAddress, registry: ConnectionRegistry,
         address: where to listen.
         registry: shared by the connections, for graceful shutdown.
         handler: the delivery hooks.
-        settings: hostname and message size limit.
+        settings: hostname, message size limit, and `tls_cert`/`tls_key`: when set, LHLO
+            offers STARTTLS (RFC 3207) with that certificate.
+        tls_context: the server TLS context to use for STARTTLS instead of loading
+            `tls_cert`/`tls_key` here (so a caller that already loaded them shares one).
 
     Returns:
         The asyncio server and a description of the bound address (with the real port
         when port 0 was asked for).
 
     Raises:
-        ListenError: the address cannot be bound (in use, permission denied, bad host).
+        ListenError: the address cannot be bound (in use, permission denied, bad host), or
+            the certificate or key cannot be loaded.
     """
+    if tls_context is None and settings.tls_cert is not None and settings.tls_key is not None:
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls_context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        except OSError as exc:  # ssl.SSLError included
+            raise ListenError(f"cannot load tls_cert {settings.tls_cert} / tls_key "
+                              f"{settings.tls_key} for LMTP STARTTLS: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from exc
 
     def factory() -> LMTPProtocol:
         return LMTPProtocol(handler, registry=registry, hostname=settings.hostname,
-                            max_message_size=settings.max_message_size)
+                            max_message_size=settings.max_message_size,
+                            tls_context=tls_context)
 
     loop = asyncio.get_running_loop()
     try:

@@ -4,11 +4,14 @@ Modules:
 - `protocol`: `LMTPProtocol`, aiosmtpd's `LMTP` subclassed (LHLO extensions, enhanced
   status codes, per-recipient replies after DATA on every path), and `ConnectionRegistry`
   (graceful shutdown).
-- `handler`: `DeliveryHandler`, the MAIL/RCPT hooks and the call into the delivery layer.
+- `handler`: `DeliveryHandler`, the MAIL/RCPT hooks and the call into the delivery layer
+  (a recipient given twice is delivered once and answered twice).
 - `data`: reading the message text after DATA (dot-unstuffing, size limit, smuggling
   defence).
+- `chunking`: BDAT (RFC 3030): its argument, and the chunks of a message with the size
+  limit across them.
 - `paths`: `check_path`, the MAIL/RCPT path checks aiosmtpd does not make (angle brackets,
-  control characters, `<>` as a recipient).
+  control characters, `<>` as a recipient, UTF-8 only with SMTPUTF8).
 - `outcome`: `replies_after_data`, the one function that turns the accepted recipients
   into exactly one reply each.
 

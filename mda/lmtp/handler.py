@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +17,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mda import replies
 from mda.delivery import Deliverer, RecipientOutcome, Transaction
+from mda.lmtp.chunking import ChunkedMessage
 
 log = logging.getLogger("mda.lmtp")
 
@@ -54,16 +57,64 @@ def format_peer(peer: Any) -> str:
 
 class MailTransaction(Envelope):
     """aiosmtpd's `Envelope` with the id naming this mail transaction in every log line,
-    from the RCPT rejections to the outcomes after DATA.
+    from the RCPT rejections to the outcomes after DATA, and the BDAT chunks received.
 
     Attributes:
-        queue_id: see `new_queue_id`; a fresh one for every transaction (after LHLO, RSET
-            or DATA).
+        queue_id: see `new_queue_id`; a fresh one for every transaction (after LHLO, RSET,
+            DATA or the last BDAT chunk).
+        chunks: the message so far when the transaction uses BDAT (RFC 3030), else None.
+            A new transaction starts without, so RSET discards the chunks.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.queue_id = new_queue_id()
+        self.chunks: ChunkedMessage | None = None
+
+
+def recipient_key(address: str) -> str:
+    """The form under which two RCPT addresses of one transaction are the same recipient:
+    the local part as given (RFC 5321 §2.4: only the receiving host may fold its case, and
+    mda does not) and the domain lower-cased (domains are case-insensitive)."""
+    local, at, domain = address.rpartition("@")
+    return f"{local}{at}{domain.lower()}"
+
+
+def unique_recipients(recipients: Sequence[str]) -> tuple[str, ...]:
+    """The recipients with repeats (by `recipient_key`) removed, first occurrence kept, in
+    RCPT order."""
+    seen: dict[str, str] = {}
+    for rcpt in recipients:
+        seen.setdefault(recipient_key(rcpt), rcpt)
+    return tuple(seen.values())
+
+
+def outcomes_per_rcpt(recipients: Sequence[str], delivered: Sequence[str],
+                      outcomes: Sequence[RecipientOutcome]
+                      ) -> list[RecipientOutcome | None]:
+    """Map the outcomes of the unique recipients back onto every RCPT, repeats included.
+
+    Args:
+        recipients: the accepted RCPT addresses, in RCPT order, repeats included.
+        delivered: `unique_recipients(recipients)`, what the delivery layer was given.
+        outcomes: the delivery layer's answer for `delivered`.
+
+    Returns:
+        One entry per recipient: the outcome of its first occurrence (named after this
+        occurrence), or None when the delivery layer gave none for it (answered 451).
+    """
+    if len(outcomes) > len(delivered):
+        log.error("delivery returned %d outcomes for %d recipients; extra ones ignored",
+                  len(outcomes), len(delivered))
+    by_key: dict[str, RecipientOutcome] = {}
+    for index, rcpt in enumerate(delivered):
+        if index < len(outcomes) and outcomes[index].recipient == rcpt:
+            by_key[recipient_key(rcpt)] = outcomes[index]
+    mapped: list[RecipientOutcome | None] = []
+    for rcpt in recipients:
+        outcome = by_key.get(recipient_key(rcpt))
+        mapped.append(None if outcome is None else replace(outcome, recipient=rcpt))
+    return mapped
 
 
 def rcpt_result(reply: replies.Reply) -> str:
@@ -140,26 +191,34 @@ class DeliveryHandler:
         return reply
 
     async def deliver(self, session: Session, envelope: Envelope, queue_id: str,
-                      data: bytes) -> list[RecipientOutcome]:
+                      data: bytes) -> list[RecipientOutcome | None]:
         """Hand one received message to the delivery layer.
+
+        A recipient given twice in the transaction (same `recipient_key`) is delivered once
+        and answered twice with the same outcome: RFC 2033 §4.2 wants one reply per
+        successful RCPT, and one stored copy is what the user expects (Dovecot does the
+        same).
 
         Args:
             session: the connection (peer, LHLO name).
             envelope: the transaction (sender, accepted recipients in RCPT order).
             queue_id: the transaction's id for logs.
-            data: the message bytes, dot-unstuffed.
+            data: the message bytes (dot-unstuffed after DATA; the chunks joined after BDAT).
 
         Returns:
-            The delivery layer's outcomes, one per recipient (checked by the caller).
+            One entry per accepted RCPT, in order: its outcome, or None where the delivery
+            layer broke its contract and returned none (answered 451 by the caller).
         """
         mail_from = envelope.mail_from or ""
+        recipients = unique_recipients(envelope.rcpt_tos)
         transaction = Transaction(
             queue_id=queue_id,
             mail_from="" if mail_from == NULL_SENDER else mail_from,
-            recipients=tuple(envelope.rcpt_tos),
+            recipients=recipients,
             data=data,
             peer=format_peer(session.peer),
             helo=session.host_name or "",
             received_at=datetime.now(UTC),
         )
-        return await self.deliverer.deliver(transaction)
+        outcomes = await self.deliverer.deliver(transaction)
+        return outcomes_per_rcpt(envelope.rcpt_tos, recipients, outcomes)

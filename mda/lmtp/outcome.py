@@ -26,9 +26,10 @@ log = logging.getLogger("mda.lmtp")
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """The delivery layer returned its outcomes (normally one per recipient, in order)."""
+    """The delivery layer returned its outcomes (normally one per recipient, in order; None
+    where it gave none for a recipient)."""
 
-    outcomes: Sequence[RecipientOutcome]
+    outcomes: Sequence[RecipientOutcome | None]
 
 
 @dataclass(frozen=True, slots=True)

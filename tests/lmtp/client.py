@@ -1,14 +1,16 @@
 """A tiny asyncio LMTP client for tests and benchmarks.
 
 Python's `smtplib.LMTP` reads a single reply after DATA; RFC 2033 §4.2 gives one per
-accepted recipient, so this client reads exactly that many. It also sends raw bytes for
-protocol tests that need to control every octet.
+accepted recipient, so this client reads exactly that many, after DATA or after the last
+BDAT chunk (RFC 3030). It also sends raw bytes for protocol tests that need to control every
+octet, and can switch to TLS (STARTTLS, RFC 3207).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +55,15 @@ class TransactionResult:
         mail: the MAIL reply.
         rcpt: the RCPT replies, in order.
         data: the DATA reply (354 when the message was sent), or the failure.
-        after_data: one reply per accepted recipient, in RCPT order (empty if DATA failed).
+        chunks: with BDAT, the replies to the chunks before the last one, in order.
+        after_data: one reply per accepted recipient, in RCPT order (empty if DATA failed),
+            after the final "." or after the LAST chunk.
     """
 
     mail: ServerReply
     rcpt: list[ServerReply] = field(default_factory=list)
     data: ServerReply | None = None
+    chunks: list[ServerReply] = field(default_factory=list)
     after_data: list[ServerReply] = field(default_factory=list)
 
 
@@ -73,6 +78,17 @@ def dot_stuff(message: bytes) -> bytes:
     lines = message.split(b"\r\n")
     return b"\r\n".join(b"." + line if line.startswith(b".") else line
                          for line in lines) + b".\r\n"
+
+
+def bdat_chunk(chunk: bytes, last: bool = False) -> bytes:
+    """One BDAT command with its chunk, as sent (RFC 3030 §2): the octets as they are."""
+    return b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if last else b"") + chunk
+
+
+def split_chunks(message: bytes, count: int) -> list[bytes]:
+    """Cut `message` into `count` chunks of nearly equal size (the last may be empty)."""
+    step = -(-len(message) // count) if message else 0
+    return [message[i * step:(i + 1) * step] for i in range(count)]
 
 
 class LMTPClient:
@@ -162,6 +178,62 @@ class LMTPClient:
         accepted = sum(1 for reply in result.rcpt if reply.code == 250)
         result.after_data = await self.read_replies(accepted, timeout)
         return result
+
+    async def bdat_transaction(self, mail_from: str, recipients: Sequence[str],
+                               chunks: Sequence[bytes], *, mail_params: str = "",
+                               pipelined: bool = True, timeout: float = 60
+                               ) -> TransactionResult:
+        """One mail transaction whose message goes in BDAT chunks (RFC 3030), the last one
+        marked LAST.
+
+        Args:
+            mail_from: the envelope sender ("" for the null sender `<>`).
+            recipients: envelope recipients.
+            chunks: the message text in pieces, sent as they are (no dot-stuffing); at
+                least one.
+            mail_params: extra MAIL parameters, e.g. "SMTPUTF8".
+            pipelined: send everything in one write and read the replies afterwards
+                (RFC 2920), or wait for each reply before the next command.
+
+        Returns:
+            MAIL and RCPT replies, one reply per chunk but the last in `chunks`, and one reply
+            per accepted recipient in `after_data` (after the LAST chunk), or there the one
+            refusal of the LAST chunk when no RCPT was accepted.
+        """
+        assert chunks, "at least one chunk"
+        mail = f"MAIL FROM:<{mail_from}>" + (f" {mail_params}" if mail_params else "")
+        envelope = [f"{c}\r\n".encode() for c in
+                    [mail, *(f"RCPT TO:<{rcpt}>" for rcpt in recipients)]]
+        commands = [bdat_chunk(chunk, last=index == len(chunks) - 1)
+                    for index, chunk in enumerate(chunks)]
+        if pipelined:
+            await self.send(b"".join(envelope + commands))
+            result = TransactionResult(mail=await self.read_reply(timeout))
+            result.rcpt = await self.read_replies(len(recipients), timeout)
+        else:
+            result = TransactionResult(mail=await self.command(envelope[0][:-2], timeout))
+            result.rcpt = [await self.command(line[:-2], timeout) for line in envelope[1:]]
+        for command in commands[:-1]:
+            if not pipelined:
+                await self.send(command)
+            result.chunks.append(await self.read_reply(timeout))
+        if not pipelined:
+            await self.send(commands[-1])
+        accepted = sum(1 for reply in result.rcpt if reply.code == 250)
+        # Without an accepted RCPT the LAST chunk itself gets one reply (503).
+        result.after_data = await self.read_replies(max(accepted, 1), timeout)
+        return result
+
+    async def starttls(self, context: ssl.SSLContext, server_hostname: str) -> ServerReply:
+        """STARTTLS (RFC 3207): send it, and on 220 do the TLS handshake on this connection.
+
+        Returns:
+            The STARTTLS reply (220 when TLS is now active).
+        """
+        reply = await self.command("STARTTLS")
+        if reply.code == 220:
+            await self.writer.start_tls(context, server_hostname=server_hostname)
+        return reply
 
     async def quit(self) -> None:
         """QUIT and close."""

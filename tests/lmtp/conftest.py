@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,11 +94,9 @@ class Listener:
         return client
 
 
-@pytest.fixture
-async def listener(tmp_path) -> AsyncIterator[Listener]:
-    """A real LMTP listener on 127.0.0.1 (free port), max message size 4096 bytes."""
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'unused.sqlite3'}",
-                        hostname="mx.test", max_message_size=MAX_SIZE)
+@asynccontextmanager
+async def open_listener(settings: Settings) -> AsyncIterator[Listener]:
+    """A real LMTP listener on 127.0.0.1 (free port) with `settings`, closed on exit."""
     deliverer = RecordingDeliverer()
     registry = ConnectionRegistry()
     handler = DeliveryHandler(deliverer, settings.max_message_size)  # type: ignore[arg-type]
@@ -111,3 +112,16 @@ async def listener(tmp_path) -> AsyncIterator[Listener]:
         server.close()
         registry.abort()
         await registry.wait_idle(5)
+
+
+def listener_settings(tmp_path: Path, **extra: Any) -> Settings:
+    """Settings for `open_listener`: hostname mx.test, max message size 4096 bytes."""
+    return Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'unused.sqlite3'}",
+                    hostname="mx.test", max_message_size=MAX_SIZE, **extra)
+
+
+@pytest.fixture
+async def listener(tmp_path: Path) -> AsyncIterator[Listener]:
+    """A real LMTP listener on 127.0.0.1 (free port), max message size 4096 bytes."""
+    async with open_listener(listener_settings(tmp_path)) as running:
+        yield running

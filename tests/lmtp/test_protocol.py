@@ -32,7 +32,7 @@ async def test_greeting_and_lhlo_capabilities(listener: Listener) -> None:
     reply = await client.read_reply()
     assert reply.code == 250
     assert reply.lines == ("mx.test", "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME",
-                           f"SIZE {MAX_SIZE}")
+                           "SMTPUTF8", "CHUNKING", f"SIZE {MAX_SIZE}")
 
 
 @pytest.mark.parametrize("command", [b"HELO mta.example", b"EHLO mta.example"])
@@ -104,10 +104,44 @@ async def test_null_sender(listener: Listener) -> None:
     assert listener.deliverer.transactions[0].mail_from == ""
 
 
-async def test_duplicate_recipient_gets_two_replies(listener: Listener) -> None:
+async def test_duplicate_recipient_gets_two_replies_and_one_delivery(
+        listener: Listener, caplog: pytest.LogCaptureFixture) -> None:
     client = await listener.client()
-    result = await client.transaction("a@example.org", ["bob@example.org"] * 2, MESSAGE)
+    with caplog.at_level("INFO", logger="mda.lmtp"):
+        result = await client.transaction("a@example.org", ["bob@example.org"] * 2, MESSAGE)
+    assert [r.status for r in result.rcpt] == [S.RCPT_OK, S.RCPT_OK]
     assert [r.status for r in result.after_data] == [S.DELIVERED, S.DELIVERED]
+    await assert_no_extra_reply(client)
+    (transaction,) = listener.deliverer.transactions
+    assert transaction.recipients == ("bob@example.org",)
+    lines = [r.getMessage() for r in caplog.records if "rcpt=<bob@" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "result=stored" in lines[0] and "result=duplicate" in lines[1], lines
+
+
+async def test_duplicates_are_answered_in_rcpt_order_with_their_first_outcome(
+        listener: Listener) -> None:
+    """The domain is case-insensitive, the local part is not (RFC 5321 §2.4)."""
+    client = await listener.client()
+    rcpts = ["reject1@example.org", "bob@example.org", "reject1@EXAMPLE.org",
+             "Bob@example.org", "bob@Example.Org", "quota1@example.org"]
+    result = await client.transaction("a@example.org", rcpts, MESSAGE)
+    assert [r.status for r in result.after_data] == [
+        S.SIEVE_REJECT, S.DELIVERED, S.SIEVE_REJECT, S.DELIVERED, S.DELIVERED, S.OVER_QUOTA]
+    await assert_no_extra_reply(client)
+    (transaction,) = listener.deliverer.transactions
+    assert transaction.recipients == ("reject1@example.org", "bob@example.org",
+                                      "Bob@example.org", "quota1@example.org")
+
+
+async def test_duplicate_of_a_recipient_without_outcome_gets_451_too(
+        listener: Listener) -> None:
+    client = await listener.client()
+    result = await client.transaction(
+        "a@example.org", ["short@example.org", "reject@example.org", "reject@example.org"],
+        MESSAGE)
+    assert [r.status for r in result.after_data] == [S.DELIVERED, S.TEMP_FAILURE,
+                                                     S.TEMP_FAILURE]
     await assert_no_extra_reply(client)
 
 
@@ -474,8 +508,8 @@ async def test_help_lists_the_lmtp_commands_and_not_auth(listener: Listener) -> 
     reply = await client.command("HELP")
     assert reply.status == "250 2.0.0", reply
     listed = reply.text.split("Supported commands:", 1)[1].split()
-    assert listed == sorted(["DATA", "HELP", "LHLO", "MAIL", "NOOP", "QUIT", "RCPT", "RSET",
-                             "VRFY"])
+    assert listed == sorted(["BDAT", "DATA", "HELP", "LHLO", "MAIL", "NOOP", "QUIT", "RCPT",
+                             "RSET", "VRFY"])
     assert (await client.command("AUTH PLAIN")).status == "502 5.5.1"
 
 
