@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mda.lmtp.chunking import BdatSyntaxError, parse_bdat
+from mda.lmtp.chunking import BdatSyntaxError, ChunkedMessage, parse_bdat, skip_chunk
 from tests.lmtp import statuscodes as S
 from tests.lmtp.client import LMTPClient, bdat_chunk, split_chunks
 from tests.lmtp.conftest import MAX_SIZE, Listener
@@ -49,6 +51,58 @@ def test_parse_bdat_refuses(arg: str | None, size: int | None) -> None:
     with pytest.raises(BdatSyntaxError) as caught:
         parse_bdat(arg)
     assert caught.value.size == size
+
+
+async def read_chunks(chunks: list[bytes], limit: int, reader_limit: int = 1001
+                      ) -> tuple[ChunkedMessage, bytes]:
+    """Feed the chunks (without BDAT lines) to a real StreamReader, read them with
+    `ChunkedMessage`, and return it with whatever the reader has left."""
+    reader = asyncio.StreamReader(limit=reader_limit)
+    reader.feed_data(b"".join(chunks) + b"NEXT\r\n")
+    reader.feed_eof()
+    message = ChunkedMessage(limit)
+    for chunk in chunks:
+        await message.read_chunk(reader, len(chunk))
+    return message, await reader.read()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=3000), min_size=1, max_size=8),
+       st.integers(min_value=8, max_value=1001))
+def test_any_chunks_join_to_the_exact_octets(chunks: list[bytes], reader_limit: int) -> None:
+    message, rest = asyncio.run(read_chunks(chunks, 1 << 20, reader_limit))
+    received = message.message()
+    assert received.data == b"".join(chunks) and received.size == len(received.data)
+    assert rest == b"NEXT\r\n"
+
+
+@given(st.lists(st.integers(min_value=0, max_value=500), min_size=1, max_size=6),
+       st.integers(min_value=-3, max_value=3))
+def test_limit_is_exact_across_chunks(sizes: list[int], offset: int) -> None:
+    chunks = [b"c" * size for size in sizes]
+    total = sum(sizes)
+    limit = max(total + offset, 0)
+    message, rest = asyncio.run(read_chunks(chunks, limit))
+    received = message.message()
+    assert received.size == total and rest == b"NEXT\r\n"
+    assert received.too_big == (total > limit)
+    assert received.data == (None if total > limit else b"".join(chunks))
+
+
+def test_eof_inside_a_chunk_raises() -> None:
+    async def scenario() -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"only 10 o")
+        reader.feed_eof()
+        with pytest.raises(asyncio.IncompleteReadError):
+            await ChunkedMessage(100).read_chunk(reader, 20)
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"short")
+        reader.feed_eof()
+        with pytest.raises(asyncio.IncompleteReadError):
+            await skip_chunk(reader, 6)
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "lockstep"])
