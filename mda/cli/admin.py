@@ -1,13 +1,20 @@
 """Operator commands on the store: `mda db`, `mda user`, `mda quota`, `mda mailbox`,
 `mda message`.
 
+Passwords (for ManageSieve logins) are read from standard input (`--password-stdin`: one
+line, the line ending removed) or prompted for twice on a terminal; they are never taken
+as command-line arguments, which other users can see in the process list.
+
 Every command opens the database named by `MDA_DATABASE_URL`, does its work in one
 transaction and exits 0; any failure (bad address, unknown user, database down, ...) is one
 line `mda: error: <reason>` on stderr and a non-zero exit status.
 
 JSON output (`--json`) is the machine interface the tests and scripts rely on:
-- `user list --json`: `[{"address", "storage_used", "storage_limit", "messages_used",
-  "messages_limit"}]`
+- `user list --json`: `[{"address", "password_set", "storage_used", "storage_limit",
+  "messages_used", "messages_limit"}]`
+- `user show ADDRESS --json`: `{"address", "password_set": bool, "password_scheme":
+  "ARGON2ID"|...|null, "storage_used", "storage_limit", "messages_used", "messages_limit"}`
+  (the hash itself is never printed)
 - `quota show ADDRESS --json`: `{"storage_used": bytes, "storage_limit": bytes|null,
   "messages_used": n, "messages_limit": n|null}`
 - `mailbox list ADDRESS --json`: `[{"name", "messages", "bytes", "special_use"}]`
@@ -20,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -28,6 +37,8 @@ import click
 
 from mda.cli import CLIError, db, load_settings, mailbox, message, quota, user
 from mda.config import parse_size
+from mda.passwd_file import PasswdEntry, PasswdFileError, parse_passwd_file
+from mda.passwords import PasswordSchemeError, check_scheme, hash_password, verify_password
 from mda.store import (
     UNCHANGED,
     QuotaUsage,
@@ -38,12 +49,14 @@ from mda.store import (
     add_user,
     delete_message,
     delete_user,
+    find_user,
     get_user,
     list_mailboxes,
     list_messages,
     list_users,
     message_bytes,
     quota_usage,
+    set_password_hash,
     set_quota,
 )
 from mda.store.engine import safe_url, sqlite_path
@@ -181,6 +194,11 @@ def _limit(value: int | None) -> str:
     return "unlimited" if value is None else str(value)
 
 
+def _echo_usage(usage: QuotaUsage) -> None:
+    click.echo(f"storage  {usage.storage_used} / {_limit(usage.storage_limit)} bytes")
+    click.echo(f"messages {usage.messages_used} / {_limit(usage.messages_limit)}")
+
+
 def _usage_dict(usage: QuotaUsage) -> dict[str, int | None]:
     return {"storage_used": usage.storage_used, "storage_limit": usage.storage_limit,
             "messages_used": usage.messages_used, "messages_limit": usage.messages_limit}
@@ -207,35 +225,132 @@ def db_upgrade() -> None:
 # ---------------------------------------------------------------- mda user
 
 
+def read_password_stdin() -> str:
+    """One password line from standard input, only the line ending (LF or CRLF) removed.
+
+    Raises:
+        CLIError: the line is empty or not valid UTF-8.
+    """
+    line = sys.stdin.buffer.readline().removesuffix(b"\n").removesuffix(b"\r")
+    try:
+        password = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CLIError("the password on standard input is not valid UTF-8") from None
+    if not password:
+        raise CLIError("empty password on standard input")
+    return password
+
+
+def prompt_password() -> str:
+    """A new password typed twice on the terminal (not echoed).
+
+    Raises:
+        CLIError: standard input is not a terminal.
+    """
+    if not sys.stdin.isatty():
+        raise CLIError("standard input is not a terminal: give --password-stdin to read the "
+                       "password from it")
+    return click.prompt("New password", hide_input=True,
+                        confirmation_prompt="Retype new password")
+
+
+def _hash(password: str) -> str:
+    try:
+        return hash_password(password)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
 @user.command("add")
 @click.argument("address")
 @click.option("--quota-storage", type=SIZE, default=None,
               help="Storage limit: bytes, or a number with K, M or G. Default unlimited.")
 @click.option("--quota-messages", type=COUNT, default=None,
               help="Message-count limit. Default unlimited.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the ManageSieve password from the first line of standard input. "
+                   "Without it the user has no password and cannot log in.")
 @with_store
 async def user_add(store: Store, address: str, quota_storage: int | None,
-                   quota_messages: int | None) -> None:
+                   quota_messages: int | None, password_stdin: bool) -> None:
     """Add user ADDRESS (domain lower-cased) with an INBOX."""
+    password_hash = _hash(read_password_stdin()) if password_stdin else None
     async with store.transaction() as session:
         new = await add_user(session, address, storage_limit=quota_storage,
                              messages_limit=quota_messages)
+        if password_hash is not None:
+            await set_password_hash(session, new.address, password_hash)
     click.echo(f"added {new.address}")
+
+
+@user.command("passwd")
+@click.argument("address")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of standard input instead of "
+                   "prompting twice on the terminal.")
+@click.option("--clear", is_flag=True,
+              help="Remove the password: the user can no longer log in to ManageSieve.")
+@with_store
+async def user_passwd(store: Store, address: str, password_stdin: bool, clear: bool) -> None:
+    """Set (argon2id) or remove the ManageSieve password of ADDRESS."""
+    if clear and password_stdin:
+        raise CLIError("--clear and --password-stdin exclude each other")
+    async with store.read() as session:  # an unknown user fails before any prompt
+        await get_user(session, address)
+    password_hash = None
+    if not clear:
+        password_hash = _hash(read_password_stdin() if password_stdin else prompt_password())
+    async with store.transaction() as session:
+        changed = await set_password_hash(session, address, password_hash)
+    if clear:
+        click.echo(f"{changed.address}: password removed (ManageSieve login disabled)")
+    else:
+        click.echo(f"{changed.address}: password set")
+
+
+def _password_scheme(u: User) -> str | None:
+    if u.password_hash is None:
+        return None
+    try:
+        return check_scheme(u.password_hash)
+    except PasswordSchemeError:
+        return "invalid"
+
+
+@user.command("show")
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_store
+async def user_show(store: Store, address: str, as_json: bool) -> None:
+    """Show ADDRESS: whether a password is set (and its scheme), quota usage and limits."""
+    async with store.read() as session:
+        u = await get_user(session, address)
+    scheme = _password_scheme(u)
+    if as_json:
+        emit_json({"address": u.address, "password_set": scheme is not None,
+                   "password_scheme": scheme, **_usage_dict(QuotaUsage.of(u))})
+        return
+    click.echo(f"address  {u.address}")
+    click.echo(f"password {f'set ({scheme})' if scheme else 'none (cannot log in)'}")
+    _echo_usage(QuotaUsage.of(u))
 
 
 @user.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_store
 async def user_list(store: Store, as_json: bool) -> None:
-    """List users with their quota usage."""
+    """List users with whether they have a password and their quota usage."""
     async with store.read() as session:
         users = await list_users(session)
     if as_json:
-        emit_json([{"address": u.address, **_usage_dict(QuotaUsage.of(u))} for u in users])
+        emit_json([{"address": u.address, "password_set": u.password_hash is not None,
+                    **_usage_dict(QuotaUsage.of(u))} for u in users])
         return
     for u in users:
-        click.echo(f"{u.address}  storage {u.storage_used}/{_limit(u.storage_limit)} bytes  "
-                   f"messages {u.messages_used}/{_limit(u.messages_limit)}")
+        password = "password" if u.password_hash is not None else "no password"
+        click.echo(f"{u.address}  {password}  storage {u.storage_used}/"
+                   f"{_limit(u.storage_limit)} bytes  messages {u.messages_used}/"
+                   f"{_limit(u.messages_limit)}")
 
 
 @user.command("delete")
@@ -267,6 +382,118 @@ async def user_set_quota(store: Store, address: str, storage: Any, messages: Any
                f"message limit {_limit(changed.messages_limit)}")
 
 
+class _DryRun(Exception):
+    """Raised at the end of `import-passwd --dry-run` to roll the transaction back."""
+
+
+#: The hash `import-passwd --dry-run` pretends to have made for a PLAIN password.
+_NOT_HASHED = "{ARGON2ID}(not computed in a dry run)"
+
+
+def _plain_to_hash(entry: PasswdEntry, old: str | None, dry_run: bool) -> str:
+    """The argon2id hash to store for a PLAIN entry: the old hash when it verifies the same
+    password (nothing to change), else a new one."""
+    assert entry.password is not None
+    plain = entry.password.partition("}")[2]
+    if old is not None:
+        try:
+            if verify_password(old, plain):
+                return old
+        except PasswordSchemeError:
+            pass
+    return _NOT_HASHED if dry_run else hash_password(plain)
+
+
+@user.command("import-passwd")
+@click.argument("file", type=click.File("rb"))
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--domain", default=None, metavar="DOMAIN",
+              help="Append @DOMAIN to user names without a domain (a per-domain file).")
+@with_store
+async def user_import_passwd(store: Store, file: Any, dry_run: bool,
+                             domain: str | None) -> None:
+    """Import users and passwords from a Dovecot passwd-file (`-` reads standard input).
+
+    Lines are `user:{SCHEME}hash:uid:gid:gecos:home:shell:extra_fields`. Missing users are
+    added, existing ones get the file's password and quota. All lines or none: a bad line
+    (address, password scheme, quota rule) stops the import with its line number.
+    {PLAIN}/{CLEAR} passwords are stored as argon2id hashes, never as plain text.
+    """
+    try:
+        parsed = parse_passwd_file(file.read(), domain=domain)
+    except PasswdFileError as exc:
+        raise CLIError(f"{file.name}: {exc}") from None
+    async with store.read() as session:
+        old_hashes = {u.address: u.password_hash for u in await list_users(session)}
+    plain = [e for e in parsed.entries if e.scheme == "PLAIN"]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # argon2 frees the GIL
+        hashes = dict(zip((e.address for e in plain), pool.map(
+            lambda e: _plain_to_hash(e, old_hashes.get(e.address), dry_run), plain)))
+    counts = {"added": 0, "updated": 0, "unchanged": 0}
+    report: list[str] = []  # printed only once the transaction is over
+    without_password: list[str] = []
+    try:
+        async with store.transaction() as session:
+            for entry in parsed.entries:
+                password_hash = hashes.get(entry.address, entry.password)
+                outcome, changes, stored_hash = await _import_entry(session, entry,
+                                                                    password_hash)
+                counts[outcome] += 1
+                report.append(f"{outcome} {entry.address}"
+                              + (f" ({', '.join(changes)})" if changes else ""))
+                if stored_hash is None:
+                    without_password.append(entry.address)
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        pass
+    for line in report:
+        click.echo(line)
+    click.echo(", ".join(f"{name} {n}" for name, n in counts.items()))
+    converted = sum(1 for e in plain if hashes[e.address] != old_hashes.get(e.address))
+    if converted:
+        click.echo(f"note: {'would store' if dry_run else 'stored'} {converted} PLAIN "
+                   f"password{'s' if converted > 1 else ''} as ARGON2ID, not as plain text")
+    if without_password:
+        click.echo(f"note: no password, so no ManageSieve login: {', '.join(without_password)}")
+    if parsed.ignored_fields:
+        click.echo(f"note: extra fields ignored: {', '.join(parsed.ignored_fields)}")
+    if dry_run:
+        click.echo("dry run: nothing was written")
+
+
+async def _import_entry(session: Session, entry: PasswdEntry,
+                        password_hash: str | None) -> tuple[str, list[str], str | None]:
+    """Apply one passwd-file entry.
+
+    Returns:
+        (`added`, `updated` or `unchanged`; what was updated (`password`, `quota`); the
+        password hash the user ends up with, None for none).
+    """
+    existing = await find_user(session, entry.address)
+    if existing is None:
+        await add_user(session, entry.address,
+                       storage_limit=None if entry.storage_limit is UNCHANGED
+                       else entry.storage_limit,
+                       messages_limit=None if entry.messages_limit is UNCHANGED
+                       else entry.messages_limit)
+        if password_hash is not None:
+            await set_password_hash(session, entry.address, password_hash)
+        return "added", [], password_hash
+    changed = []
+    if password_hash is not None and password_hash != existing.password_hash:
+        await set_password_hash(session, entry.address, password_hash)
+        changed.append("password")
+    limits = {name: value for name, value in (("storage_limit", entry.storage_limit),
+                                              ("messages_limit", entry.messages_limit))
+              if value is not UNCHANGED and value != getattr(existing, name)}
+    if limits:
+        await set_quota(session, entry.address, **limits)
+        changed.append("quota")
+    final_hash = password_hash if password_hash is not None else existing.password_hash
+    return ("updated" if changed else "unchanged"), changed, final_hash
+
+
 # ---------------------------------------------------------------- mda quota
 
 
@@ -281,8 +508,7 @@ async def quota_show(store: Store, address: str, as_json: bool) -> None:
     if as_json:
         emit_json(_usage_dict(usage))
         return
-    click.echo(f"storage  {usage.storage_used} / {_limit(usage.storage_limit)} bytes")
-    click.echo(f"messages {usage.messages_used} / {_limit(usage.messages_limit)}")
+    _echo_usage(usage)
 
 
 # ---------------------------------------------------------------- mda mailbox

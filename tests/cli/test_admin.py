@@ -30,10 +30,10 @@ def test_user_lifecycle(cli: Run) -> None:
                "--quota-messages", "5").stdout == b"added Joe@example.com\n"
     cli("user", "add", "ann@example.com", check=True)
     assert as_json(cli("user", "list", "--json")) == [
-        {"address": "Joe@example.com", "storage_used": 0, "storage_limit": 10240,
-         "messages_used": 0, "messages_limit": 5},
-        {"address": "ann@example.com", "storage_used": 0, "storage_limit": None,
-         "messages_used": 0, "messages_limit": None},
+        {"address": "Joe@example.com", "password_set": False, "storage_used": 0,
+         "storage_limit": 10240, "messages_used": 0, "messages_limit": 5},
+        {"address": "ann@example.com", "password_set": False, "storage_used": 0,
+         "storage_limit": None, "messages_used": 0, "messages_limit": None},
     ]
     assert b"Joe@example.com" in cli("user", "list", check=True).stdout
     cli("user", "set-quota", "Joe@EXAMPLE.com", "--storage", "none", "--messages", "7",

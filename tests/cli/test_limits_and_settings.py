@@ -23,8 +23,8 @@ def test_limits_beyond_64_bits_are_refused(cli: Run, argv: tuple[str, ...]) -> N
     cli("user", "add", "dup@example.com", check=True)
     assert_one_line_error(cli(*argv), "too large", str(2**63 - 1))
     assert as_json(cli("user", "list", "--json")) == [
-        {"address": "dup@example.com", "storage_used": 0, "storage_limit": None,
-         "messages_used": 0, "messages_limit": None}]
+        {"address": "dup@example.com", "password_set": False, "storage_used": 0,
+         "storage_limit": None, "messages_used": 0, "messages_limit": None}]
 
 
 def test_the_largest_limit_is_accepted(cli: Run) -> None:
