@@ -24,6 +24,9 @@ memory each (RFC 9106 §4, the second recommended option: t=3, m=64 MiB, p=4). C
 them from a worker thread in async code (`await asyncio.to_thread(verify_password, stored,
 password)`); argon2-cffi releases the GIL while hashing.
 
+A stored argon2 hash may ask for at most `ARGON2_MAX_MEMORY_KIB` (1 GiB); a larger one is
+refused as malformed rather than letting one login take the server's memory.
+
 Login for a user that does not exist, or has no password: call `verify_unknown_user`, which
 spends the same time as a real verification and returns False, so that the reply time does
 not tell an attacker which addresses exist.
@@ -43,8 +46,8 @@ from passlib.exc import PasswordValueError
 from passlib.hash import sha256_crypt, sha512_crypt
 
 __all__ = [
-    "ARGON2_MAX_MEMORY_KIB", "CURRENT_SCHEME", "DUMMY_HASH", "SCHEMES", "PasswordSchemeError", "check_scheme",
-    "hash_password", "needs_rehash", "verify_password", "verify_unknown_user",
+    "ARGON2_MAX_MEMORY_KIB", "CURRENT_SCHEME", "DUMMY_HASH", "SCHEMES", "PasswordSchemeError",
+    "check_scheme", "hash_password", "needs_rehash", "verify_password", "verify_unknown_user",
 ]
 
 #: The scheme `hash_password` writes.
