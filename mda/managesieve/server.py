@@ -10,8 +10,9 @@ Each connection reads with `managesieve_idle_timeout` (idle longer: `BYE "idle t
 closed), parses with `CommandParser` and answers with `Session.handle`. Over
 `managesieve_max_connections` a new connection gets `BYE "too many connections"` and is
 closed. STARTTLS (RFC 5804 §2.2) upgrades the stream in place with
-`StreamWriter.start_tls`; plaintext the client sent behind the STARTTLS command is thrown
-away, never read as if it had come encrypted. A failed handshake closes the connection.
+`StreamWriter.start_tls`: reading stops before the OK is sent, and plaintext the client sent
+before that OK (behind the STARTTLS command) is thrown away, never read as if it had come
+encrypted. A failed handshake closes the connection.
 
 Shutdown (`close`): the listeners stop accepting; connections waiting for a command get
 `BYE "server shutting down"` and are closed; a command in progress finishes, is answered,
@@ -121,6 +122,11 @@ class Connection:
                 self.busy = False
             if self.closed:
                 return
+            if reply.starttls:
+                # Stop reading before the OK goes out: whatever arrived until now was sent
+                # in plaintext before the client could know TLS was agreed, and the TLS
+                # handshake that follows the OK must reach the TLS layer, not our buffer.
+                self.writer.transport.pause_reading()
             await self._write(reply.data)
             if reply.close:
                 return
@@ -153,7 +159,8 @@ class Connection:
         context = self.server.context.tls_context
         assert context is not None
         dropped = self.parser.discard_buffered()
-        # Bytes the stream read ahead of the parser arrived unencrypted too.
+        # Bytes the stream read ahead of the parser (before reading was paused) arrived
+        # before the OK, unencrypted, too. StreamReader has no public way to drop them.
         buffered = getattr(self.reader, "_buffer", None)
         if buffered:
             dropped += len(buffered)

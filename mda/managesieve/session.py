@@ -314,8 +314,8 @@ class Session:
                                 _code("QUOTA/MAXSIZE"))
         script_arg = {"PUTSCRIPT": 2, "CHECKSCRIPT": 1}.get(event.command)
         if event.kind is ErrorKind.NOT_UTF8 and event.argument == script_arg:
-            return CommandError("script is not UTF-8 (RFC 5228 §2.2); "
-                                + event.detail.split(": ", 1)[-1])
+            where = event.detail.rsplit(" at ", 1)[-1]
+            return CommandError(f"script is not UTF-8 at {where} (RFC 5228 §2.2)")
         prefix = f"{event.command}: " if event.command else ""
         return CommandError(f"{prefix}{event.detail}")
 

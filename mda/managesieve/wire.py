@@ -380,8 +380,7 @@ class CommandParser:
             text = octets.decode("utf-8")
         except UnicodeDecodeError as exc:
             event = self._bad(ErrorKind.NOT_UTF8,
-                              f"argument {self._literal_arg}: literal is not UTF-8 at octet "
-                              f"{exc.start}", argument=self._literal_arg)
+                              f"argument {self._literal_arg}: not UTF-8 at octet {exc.start}", argument=self._literal_arg)
             return event
         self._partial.tokens.append(String(text, literal=True))
         return None
@@ -402,8 +401,7 @@ def _quoted(line: bytes, pos: int) -> tuple[str, int, tuple[ErrorKind, str] | No
             try:
                 return out.decode("utf-8"), index + 1, None
             except UnicodeDecodeError as exc:
-                return "", pos, (ErrorKind.NOT_UTF8,
-                                 f"quoted string is not UTF-8 at octet {exc.start}")
+                return "", pos, (ErrorKind.NOT_UTF8, f"not UTF-8 at octet {exc.start}")
         if byte == 0x5C:  # backslash: RFC 5804 §4 QUOTED-SPECIALS are only " and \
             if index + 1 >= size or line[index + 1] not in b'"\\':
                 shown = chr(line[index + 1]) if index + 1 < size else "end of line"

@@ -139,8 +139,8 @@ class ScriptQuotaExceeded(StoreError):
         self.limit = limit
         self.used = used
         self.allowed = allowed
-        what = {"scripts": f"{used} scripts; at most {allowed} are allowed",
+        what = {"scripts": f"this would make {used} scripts; at most {allowed} are allowed",
                 "size": f"the script is {used} octets; at most {allowed} are allowed",
                 "storage": f"all scripts together would take {used} octets; at most "
                            f"{allowed} are allowed"}[limit]
-        super().__init__(what)
+        super().__init__(f"Sieve script quota: {what}")
