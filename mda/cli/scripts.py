@@ -2,7 +2,9 @@
 errors`.
 
 `put` refuses a script that does not compile (the same compiler delivery and ManageSieve
-use), printing the line and column of the error. A user has at most one active script
+use), printing the line and column of the error, and one that would pass the user's script
+quotas (`MDA_SIEVE_MAX_SCRIPTS`, `MDA_SIEVE_MAX_SCRIPT_SIZE`, `MDA_SIEVE_MAX_STORAGE`), as
+ManageSieve does. A user has at most one active script
 (RFC 5804 §1.4); the active one cannot be deleted until deactivated. `errors` shows the
 compile and runtime errors met while delivering to the user: the script was skipped or its
 actions dropped, and the message was kept in INBOX.
@@ -30,6 +32,7 @@ from mda.store import (
     list_sieve_errors,
     put_script,
 )
+from mda.store.scripts import ScriptQuota
 
 
 def read_script(path: str) -> str:
@@ -68,11 +71,13 @@ def read_script(path: str) -> str:
 @click.option("--activate", is_flag=True, help="Also make it the active script.")
 @with_store
 async def sieve_put(store: Store, address: str, name: str, file: str, activate: bool) -> None:
-    """Store FILE (or - for stdin) as script NAME of ADDRESS, if it compiles."""
+    """Store FILE (or - for stdin) as script NAME of ADDRESS, if it compiles and fits the
+    script quotas."""
     source = read_script(file)
+    quota = ScriptQuota.from_settings(load_settings())
     async with store.transaction() as session:
         owner = await get_user(session, address)
-        script = await put_script(session, owner.id, name, source)
+        script = await put_script(session, owner.id, name, source, quota=quota)
         if activate:
             await activate_script(session, owner.id, script.name)
     click.echo(f"stored {script.name!r} for {owner.address}"
