@@ -145,23 +145,41 @@ def start_server(mda_env: dict[str, str], tmp_path: Path
     servers: list[ServerProcess] = []
 
     def start(**settings: str) -> ServerProcess:
-        env = dict(mda_env)
-        env.setdefault("MDA_HOSTNAME", "mx.test")
-        env["MDA_LMTP_LISTEN"] = "127.0.0.1:0"
-        env["MDA_MANAGESIEVE_LISTEN"] = "127.0.0.1:0"
-        env.update(settings)
-        proc = subprocess.Popen([MDA_BIN, "serve"], env=env, cwd=tmp_path,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        server = ServerProcess(proc)
+        server = launch_server({**mda_env, **settings}, tmp_path)
         servers.append(server)
-        threading.Thread(target=_read_stderr, args=(server,), daemon=True).start()
-        if not server._ready.wait(60) or not server.where:
-            proc.kill()
-            raise AssertionError(f"mda serve did not start; log:\n{server.log_text()}")
         return server
 
     yield start
+    stop_servers(servers)
+
+
+def launch_server(env: dict[str, str], cwd: Path) -> ServerProcess:
+    """Start `mda serve` with this environment and wait for its LMTP startup line.
+
+    LMTP and ManageSieve listen on 127.0.0.1 on ports the system picks unless `env` says
+    otherwise (`MDA_MANAGESIEVE_LISTEN=""` disables ManageSieve); `MDA_HOSTNAME` defaults to
+    `mx.test`.
+
+    Raises:
+        AssertionError: the server did not start within 60 s (the log is in the message).
+    """
+    env = dict(env)
+    env.setdefault("MDA_HOSTNAME", "mx.test")
+    env.setdefault("MDA_LMTP_LISTEN", "127.0.0.1:0")
+    env.setdefault("MDA_MANAGESIEVE_LISTEN", "127.0.0.1:0")
+    proc = subprocess.Popen([MDA_BIN, "serve"], env=env, cwd=cwd,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    server = ServerProcess(proc)
+    threading.Thread(target=_read_stderr, args=(server,), daemon=True).start()
+    if not server._ready.wait(60) or not server.where:
+        proc.kill()
+        raise AssertionError(f"mda serve did not start; log:\n{server.log_text()}")
+    return server
+
+
+def stop_servers(servers: list[ServerProcess]) -> None:
+    """SIGTERM every server still running; each must exit 0."""
     for server in servers:
         if server.proc.poll() is None:
             status = server.stop()
