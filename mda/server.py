@@ -239,16 +239,24 @@ async def start_managesieve(store: Store, settings: Settings) -> ManageSieveServ
     plain, implicit = settings.managesieve_listen.strip(), settings.managesieve_tls_listen.strip()
     if not plain and not implicit:
         return None
+    try:
+        plain_address = ListenAddress.parse(plain) if plain else None
+    except ListenError as exc:
+        raise ListenError(f"MDA_MANAGESIEVE_LISTEN: {exc}") from exc
+    try:
+        implicit_address = ListenAddress.parse(implicit) if implicit else None
+    except ListenError as exc:
+        raise ListenError(f"MDA_MANAGESIEVE_TLS_LISTEN: {exc}") from exc
     server = ManageSieveServer(ServerContext(store, settings, tls_context=tls_context))
     try:
-        if plain:
-            where = await _bind_managesieve(server, ListenAddress.parse(plain), tls=False)
+        if plain_address is not None:
+            where = await _bind_managesieve(server, plain_address, tls=False)
             log.info("listening for ManageSieve on %s (%s; plain-text login %s)", where,
                      "STARTTLS offered" if tls_context else "no STARTTLS: MDA_TLS_CERT unset",
                      "allowed" if settings.allow_plaintext_auth
                      else "over TLS or from loopback only")
-        if implicit:
-            where = await _bind_managesieve(server, ListenAddress.parse(implicit), tls=True)
+        if implicit_address is not None:
+            where = await _bind_managesieve(server, implicit_address, tls=True)
             log.info("listening for ManageSieve over TLS on %s", where)
     except BaseException:
         await server.close(0)
