@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -595,6 +596,38 @@ def test_unreadable_certificate_stops_the_start(mda, tmp_path: Path, mda_env) ->
     last = proc.stderr.decode().strip().splitlines()[-1]
     assert last.startswith("mda: error: ") and str(bad) in last, proc.stderr
     assert "Traceback" not in proc.stderr.decode()
+
+
+@pytest.mark.parametrize(("setting", "value", "error"), [
+    ("MDA_MANAGESIEVE_LISTEN", "nonsense",
+     "mda: error: MDA_MANAGESIEVE_LISTEN: listen address 'nonsense': use host:port, "
+     "[v6address]:port or unix:/path"),
+    ("MDA_MANAGESIEVE_LISTEN", "127.0.0.1:70000",
+     "mda: error: MDA_MANAGESIEVE_LISTEN: listen address '127.0.0.1:70000': port must be a "
+     "number 0..65535"),
+])
+def test_bad_listen_address_stops_the_start(mda, mda_env, setting: str, value: str,
+                                            error: str) -> None:
+    mda("db", "upgrade", check=True)
+    env = {**mda_env, "MDA_LMTP_LISTEN": "127.0.0.1:0", setting: value}
+    proc = subprocess.run([MDA_BIN, "serve"], env=env, capture_output=True, timeout=60)
+    assert proc.returncode != 0
+    assert proc.stderr.decode().strip().splitlines()[-1] == error
+
+
+def test_port_in_use_stops_the_start(mda, mda_env) -> None:
+    mda("db", "upgrade", check=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**mda_env, "MDA_LMTP_LISTEN": "127.0.0.1:0",
+               "MDA_MANAGESIEVE_LISTEN": f"127.0.0.1:{port}"}
+        proc = subprocess.run([MDA_BIN, "serve"], env=env, capture_output=True, timeout=60)
+    assert proc.returncode != 0
+    last = proc.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith(f"mda: error: cannot listen for ManageSieve on 127.0.0.1:{port}: ")
+    assert "address already in use" in last
 
 
 # ---------------------------------------------------------------------- limits, shutdown
