@@ -214,14 +214,34 @@ def describe_database(url: str) -> str:
     return safe_url(url)
 
 
-async def start_managesieve(store: Store, settings: Settings) -> ManageSieveServer | None:
-    """Load the TLS certificate and start the ManageSieve listeners that are configured,
-    logging where each listens.
+def server_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server TLS context of `tls_cert`/`tls_key`, loaded once for LMTP and ManageSieve.
+
+    Returns:
+        The context, or None when no certificate is configured.
+
+    Raises:
+        ListenError: the certificate or key cannot be loaded (the message names the files).
+    """
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    try:
+        return load_tls_context(settings.tls_cert, settings.tls_key)
+    except TLSSetupError as exc:
+        raise ListenError(str(exc)) from exc
+
+
+async def start_managesieve(store: Store, settings: Settings,
+                            tls_context: ssl.SSLContext | None = None
+                            ) -> ManageSieveServer | None:
+    """Start the ManageSieve listeners that are configured, logging where each listens.
 
     Args:
         store: the database the sessions use.
         settings: `managesieve_listen` (host:port or unix:/path; empty = off),
             `managesieve_tls_listen` (implicit TLS; empty = off), `tls_cert`, `tls_key`.
+        tls_context: the server TLS context for STARTTLS and implicit TLS; loaded from
+            `tls_cert`/`tls_key` when not given.
 
     Returns:
         The running server, or None when both listen settings are empty.
@@ -230,12 +250,8 @@ async def start_managesieve(store: Store, settings: Settings) -> ManageSieveServ
         ListenError: an address is invalid or cannot be bound, or the certificate or key
             cannot be loaded.
     """
-    tls_context = None
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        try:
-            tls_context = load_tls_context(settings.tls_cert, settings.tls_key)
-        except TLSSetupError as exc:
-            raise ListenError(str(exc)) from exc
+    if tls_context is None:
+        tls_context = server_tls_context(settings)
     plain, implicit = settings.managesieve_listen.strip(), settings.managesieve_tls_listen.strip()
     if not plain and not implicit:
         return None
@@ -319,9 +335,11 @@ async def serve(settings: Settings) -> None:
         deliverer = Deliverer(store, settings)
         registry = ConnectionRegistry()
         handler = DeliveryHandler(deliverer, settings.max_message_size)
-        server, where = await start_listener(address, registry, handler, settings)
+        tls_context = server_tls_context(settings)
+        server, where = await start_listener(address, registry, handler, settings,
+                                             tls_context=tls_context)
         try:
-            managesieve = await start_managesieve(store, settings)
+            managesieve = await start_managesieve(store, settings, tls_context)
         except BaseException:
             server.close()
             raise
