@@ -59,11 +59,29 @@ def load_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(certfile=str(cert), keyfile=str(key))
-    except OSError as exc:
-        reason = exc.strerror or getattr(exc, "reason", None) or str(exc)
+    except ssl.SSLError as exc:
         raise TLSSetupError(f"cannot load TLS certificate {cert} with key {key}: "
-                            f"{reason}") from exc
+                            f"{_pem_problem(cert, key, exc)}") from exc
+    except OSError as exc:
+        raise TLSSetupError(f"cannot load TLS certificate {cert} with key {key}: "
+                            f"{exc.strerror or exc}") from exc
     return context
+
+
+def _pem_problem(cert: Path, key: Path, exc: ssl.SSLError) -> str:
+    """Say in words what OpenSSL's `PEM lib` or `KEY_VALUES_MISMATCH` meant."""
+    try:
+        cert_text = Path(cert).read_bytes()
+        key_text = Path(key).read_bytes()
+    except OSError as read_error:
+        return read_error.strerror or str(read_error)
+    if b"-----BEGIN CERTIFICATE-----" not in cert_text:
+        return f"{cert} holds no PEM certificate"
+    if b"PRIVATE KEY-----" not in key_text:
+        return f"{key} holds no PEM private key"
+    if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+        return "the private key does not belong to the certificate"
+    return f"unusable certificate or key ({exc.reason or exc})"
 
 
 class Connection:

@@ -178,8 +178,24 @@ def test_tls_context_errors_name_the_file(tmp_path: Path) -> None:
         load_tls_context(missing, missing)
     junk = tmp_path / "junk.pem"
     junk.write_text("junk")
-    with pytest.raises(TLSSetupError, match="junk.pem"):
+    with pytest.raises(TLSSetupError, match=f"{junk} holds no PEM certificate$"):
         load_tls_context(junk, junk)
+
+
+def test_tls_context_refuses_a_foreign_key(tmp_path: Path,
+                                           test_pki: TestPKI) -> None:  # noqa: F811
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    other = tmp_path / "other.key"
+    other.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    with pytest.raises(TLSSetupError, match="the private key does not belong to the "
+                                            "certificate$"):
+        load_tls_context(test_pki.cert_file, other)
+    with pytest.raises(TLSSetupError, match=f"{test_pki.ca_file} holds no PEM private key$"):
+        load_tls_context(test_pki.cert_file, test_pki.ca_file)
 
 
 def test_tls_context_is_tls12_or_newer(test_pki: TestPKI) -> None:  # noqa: F811
