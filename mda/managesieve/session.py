@@ -50,10 +50,11 @@ from mda.sieve_config import sieve_limits
 from mda.store import (AlreadyExists, InvalidInput, InvalidScriptName, ScriptActive,
                        ScriptNotFound, Store, StoreError, StoreUnavailable, UserNotFound,
                        activate_script, deactivate_scripts, delete_script, find_user,
-                       get_script, list_scripts, normalize_script_name, rename_script,
+                       get_script, normalize_script_name, rename_script,
                        set_password_hash)
 from mda.store.errors import ScriptQuotaExceeded
-from mda.store.scripts import ScriptQuota, check_script_quota, put_script, script_size
+from mda.store.scripts import (ScriptQuota, check_script_quota, list_script_names, put_script,
+                               script_size)
 
 log = logging.getLogger("mda.managesieve")
 
@@ -538,9 +539,9 @@ class Session:
     async def _cmd_listscripts(self) -> Reply:
         """RFC 5804 §2.7: one line per script, the active one marked ACTIVE."""
         async with self.context.store.read() as session:
-            scripts = await list_scripts(session, self._user())
-        out = b"".join(encode_string(s.name) + (b" ACTIVE" if s.active else b"") + b"\r\n"
-                       for s in scripts)
+            scripts = await list_script_names(session, self._user())
+        out = b"".join(encode_string(name) + (b" ACTIVE" if active else b"") + b"\r\n"
+                       for name, active in scripts)
         return Reply(out + encode_response("OK"))
 
     async def _cmd_setactive(self, name: Token) -> Reply:

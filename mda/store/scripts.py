@@ -159,6 +159,14 @@ async def list_scripts(session: AsyncSession, user_id: int) -> list[SieveScript]
         SieveScript.user_id == user_id).order_by(SieveScript.name))).scalars())
 
 
+async def list_script_names(session: AsyncSession, user_id: int) -> list[tuple[str, bool]]:
+    """The user's script names and whether each is the active one, by name, without
+    loading the sources (RFC 5804 §2.7 LISTSCRIPTS)."""
+    return [(row[0], bool(row[1])) for row in (await session.execute(
+        select(SieveScript.name, SieveScript.active).where(SieveScript.user_id == user_id)
+        .order_by(SieveScript.name))).all()]
+
+
 async def active_script(session: AsyncSession, user_id: int) -> SieveScript | None:
     """The user's active script, or None."""
     return (await session.execute(select(SieveScript).where(
