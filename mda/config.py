@@ -117,6 +117,27 @@ class Settings(BaseSettings):
         default=False, description="fileinto creates missing mailboxes even without :create"
     )
     recipient_delimiter: str = Field(default="+", description="subaddress delimiter characters")
+    save_to_detail_mailbox: bool = Field(
+        default=False,
+        description="user+detail@dom is kept in mailbox `detail` when it exists (or with "
+        "mailbox_autocreate), else INBOX, like Dovecot's lmtp_save_to_detail_mailbox")
+    # Outbound mail (redirect, vacation, notify), handed to the MTA (mda.outbound).
+    submission_url: str = Field(
+        default="",
+        description="smtp://HOST[:PORT], smtp+starttls://... or smtps://..., optionally with "
+        "USER:PASSWORD@; empty = no outbound mail (redirect/vacation/notify keep the message "
+        "and record an error)")
+    submission_timeout: float = Field(
+        default=30.0, gt=0, description="seconds each SMTP step of a submission may take")
+    redirect_envelope_sender: str = Field(
+        default="sender",
+        description='MAIL FROM of a redirect: "sender" (the original envelope sender), '
+        '"recipient" (the user), "orig_recipient" (the RCPT TO as given) or "<address>" '
+        '("<>" for the null sender)')
+    sieve_redirect_duplicate_period: int = Field(
+        default=12 * 3600, ge=0,
+        description="seconds during which the same message is not redirected to the same "
+        "address twice for a user (Message-ID, else content); 0 = no such record")
     sieve_scripts_dir: Path = Field(
         default=Path("sieve_scripts"), description="global/, before.d/, after.d/, default.sieve"
     )
@@ -227,6 +248,22 @@ class Settings(BaseSettings):
 
         parse_text_values(value)  # ValueError names the problem
         return value
+
+    @field_validator("submission_url")
+    @classmethod
+    def _submission_url(cls, value: str) -> str:
+        if value.strip():
+            from mda.outbound.submission import SubmissionTarget
+
+            SubmissionTarget.parse(value)  # ValueError names the problem
+        return value.strip()
+
+    @field_validator("redirect_envelope_sender")
+    @classmethod
+    def _redirect_sender(cls, value: str) -> str:
+        from mda.outbound.compose import parse_sender_policy
+
+        return parse_sender_policy(value)  # ValueError names the problem
 
     @field_validator("tls_cert", "tls_key", mode="before")
     @classmethod

@@ -11,13 +11,24 @@ Per LMTP transaction (`Deliverer.deliver`):
       `before.d/*.sieve`, the user's active script (or the global `default.sieve`), then
       `after.d/*.sieve`, with Pigeonhole's multiscript rules
       (`mda.sieve.multiscript.evaluate_sequence`). A user script that does not compile is
-      skipped and recorded; a run-time error keeps implicitly and is recorded; a redirect,
-      which cannot be sent yet, means implicit keep with an error. The engine's questions
-      are answered by `DeliveryHost` (includes, duplicate records, special-use);
-   d. apply the actions in ONE write transaction: message rows with this recipient's
+      skipped and recorded; a run-time error keeps implicitly and is recorded; so does a
+      redirect, vacation or notify when no submission is configured. The engine's
+      questions are answered by `DeliveryHost` (includes, duplicate records, special-use);
+   d. build the messages to send (`mda.delivery.outbound`: redirect, notify, vacation),
+      leaving out those already sent within their period, and connect to the MTA;
+   e. apply the actions in ONE write transaction: message rows with this recipient's
       header prefix (each copy as editheader left it), flags, UIDs, quota (conditional
-      UPDATE), the duplicate-tracking records (RFC 7352) and the error log;
-   e. the reply is 250 only after that transaction committed (RFC 2033 §4.2).
+      UPDATE), then the submissions, then the duplicate-tracking records (RFC 7352),
+      redirect and vacation records and the error log. A redirect or notification the
+      MTA does not take rolls it all back (451 4.3.0); a failed vacation reply is only
+      logged. `mda.delivery.outbound` explains the order;
+   f. the reply is 250 only after that transaction committed (RFC 2033 §4.2).
+
+The default mailbox (keep, the implicit keep) is INBOX; with `MDA_SAVE_TO_DETAIL_MAILBOX`
+a recipient `user+detail@dom` makes it mailbox `detail` when that exists or
+`MDA_MAILBOX_AUTOCREATE` allows creating it, else INBOX (Dovecot's
+lmtp_save_to_detail_mailbox with lda_mailbox_autocreate). Delivered-To keeps the address
+as given.
 3. The message bytes are stored once as a shared blob, in their own short transaction,
    the first time a recipient needs them; a blob no recipient kept is deleted at the end.
 
@@ -33,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -46,26 +58,37 @@ from mda.delivery.headers import (
     peer_address,
 )
 from mda.delivery.host import DeliveryHost
+from mda.delivery.outbound import (
+    Pending,
+    make_submitter,
+    outbound_kinds,
+    outbound_unavailable,
+    plan_outbound,
+    redirect_expiry,
+)
 from mda.delivery.scripts import DEFAULT_SCRIPT, GlobalScripts
 from mda.delivery.transaction import RecipientOutcome, Transaction
+from mda.outbound import SubmissionConnection, SubmissionError
 from mda.replies import Reply
 from mda.sieve import (
     Action,
-    Discard,
     DuplicateMark,
     Envelope,
     FileInto,
     Keep,
     Message,
+    Notify,
     Program,
     Redirect,
     Reject,
     Result,
     SieveCompileError,
+    Vacation,
     compile_cached,
     evaluate,
     parse_message,
 )
+from mda.sieve.core import REDIRECTED_FROM
 from mda.sieve.multiscript import evaluate_sequence
 from mda.sieve_config import sieve_environment, sieve_limits
 from mda.store import (
@@ -79,6 +102,7 @@ from mda.store import (
     UserNotFound,
     active_script,
     append_message,
+    duplicate_seen,
     ensure_mailbox,
     find_user,
     get_mailbox,
@@ -92,11 +116,12 @@ from mda.store import (
 )
 from mda.store.blobs import drop_blob_if_unreferenced, store_blob
 from mda.store.messages import is_valid_flag
+from mda.store.vacation import record_vacation_reply, vacation_replied
 
 log = logging.getLogger("mda.delivery")
 
 DEFAULT_SCRIPT_NAME = DEFAULT_SCRIPT
-REDIRECT_UNAVAILABLE = "redirect is not available: no submission configured"
+REDIRECT_UNAVAILABLE = outbound_unavailable(["redirect"])
 REJECT_AFTER_KEEP = ("reject ignored: an earlier script already kept the message, so it was "
                      "stored and accepted (250)")
 _KEEP_ONLY: tuple[Action, ...] = (Keep(implicit=True),)
@@ -137,6 +162,11 @@ class _Plan:
     reject: Reject | None = None
     problems: list[_Problem] = field(default_factory=list)
     duplicates: tuple[DuplicateMark, ...] = ()
+    outbound_actions: tuple[Action, ...] = ()  # redirect/vacation/notify, in result order
+    pending: list[Pending] = field(default_factory=list)
+    sent: list[Pending] = field(default_factory=list)  # taken by the MTA
+    default_mailbox: str = INBOX
+    default_create: bool = False  # create default_mailbox if missing (detail mailbox)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +177,7 @@ class _Facts:
     script_name: str | None  # the active script's name, None when the user has none
     source: str | None
     special_uses: dict[str, str | None]
+    detail: str | None = None  # the subaddress of the recipient (RFC 5233), if any
 
 
 class _SharedBlob:
@@ -187,7 +218,8 @@ class Deliverer:
     Args:
         store: the store.
         settings: hostname, recipient delimiter, quota reply mode, mailbox autocreate,
-            global Sieve directory, Sieve limits and run settings (`mda.sieve_config`).
+            detail mailbox, global Sieve directory, Sieve limits and run settings
+            (`mda.sieve_config`), submission URL and redirect settings.
     """
 
     def __init__(self, store: Store, settings: Settings) -> None:
@@ -195,6 +227,7 @@ class Deliverer:
         self.settings = settings
         self.limits = sieve_limits(settings)
         self.scripts = GlobalScripts(settings.sieve_scripts_dir, self.limits)
+        self.submitter = make_submitter(settings)
 
     # ------------------------------------------------------------------ RCPT
 
@@ -211,7 +244,7 @@ class Deliverer:
         """
         try:
             async with self.store.read() as session:
-                user = await self._resolve(session, address)
+                user, _ = await self._resolve(session, address)
         except Exception as exc:
             reply, _ = reply_for(exc, address, quota_tempfail=self.settings.quota_full_tempfail)
             return reply
@@ -221,19 +254,22 @@ class Deliverer:
             return replies.over_quota(address, tempfail=self.settings.quota_full_tempfail)
         return None
 
-    async def _resolve(self, session: Session, address: str) -> User | None:
+    async def _resolve(self, session: Session, address: str) -> tuple[User | None, str | None]:
         """The user for a recipient: the exact address, else without its subaddress
-        (RFC 5233 §4); None when neither exists or the address is malformed."""
+        (RFC 5233 §4); None when neither exists or the address is malformed. Second: the
+        subaddress (detail) when the user was found without it, else None."""
         try:
             canonical = normalize_address(address)
         except InvalidInput:
-            return None
+            return None, None
         user = await find_user(session, canonical)
-        if user is None:
-            base, detail = split_subaddress(canonical, self.settings.recipient_delimiter)
-            if detail is not None:
-                user = await find_user(session, base)
-        return user
+        if user is not None:
+            return user, None
+        base, detail = split_subaddress(canonical, self.settings.recipient_delimiter)
+        if detail is None:
+            return None, None
+        user = await find_user(session, base)
+        return user, detail if user is not None else None
 
     # ------------------------------------------------------------------ DATA
 
@@ -277,12 +313,19 @@ class Deliverer:
                 await self._commit_without_copies(plan, transaction)
                 return RecipientOutcome(rcpt, replies.sieve_reject(rcpt, plan.reject.reason),
                                         "rejected", (), _ms_since(started))
-            if not plan.targets:
+            await self._drop_already_sent(plan, transaction, rcpt)
+            if plan.targets or plan.pending:
+                stored = await self._store(transaction, rcpt, plan, blob)
+            else:
+                stored = ()
                 await self._commit_without_copies(plan, transaction)
-                return RecipientOutcome(rcpt, replies.delivered(rcpt, "Discarded"),
-                                        "discarded", (), _ms_since(started))
-            stored = await self._store(transaction, rcpt, plan, blob)
-            return RecipientOutcome(rcpt, replies.delivered(rcpt), "stored", stored,
+            if stored:
+                return RecipientOutcome(rcpt, replies.delivered(rcpt), "stored", stored,
+                                        _ms_since(started))
+            detail, result = (("Redirected", "redirected")
+                              if any(isinstance(a, Redirect) for a in plan.outbound_actions)
+                              else ("Discarded", "discarded"))
+            return RecipientOutcome(rcpt, replies.delivered(rcpt, detail), result, (),
                                     _ms_since(started))
         except Exception as exc:
             return self._failed(transaction, rcpt, exc, started)
@@ -295,10 +338,31 @@ class Deliverer:
         host = DeliveryHost(self.store, asyncio.get_running_loop(), facts.user.id,
                             facts.special_uses, self.scripts, transaction.received_at)
         plan = _Plan(facts.user, facts.script_name)
+        self._default_mailbox(plan, facts, host)
         actions = await asyncio.to_thread(self._evaluate, plan, facts, transaction, rcpt,
                                           message, host)
         self._collect(plan, actions, host)
+        if plan.reject is None and plan.outbound_actions:  # hashing and copying: a worker
+            plan.pending = await asyncio.to_thread(
+                plan_outbound, plan.outbound_actions, original=message,
+                user_address=facts.user.address, rcpt=rcpt, mail_from=transaction.mail_from,
+                settings=self.settings, now=transaction.received_at,
+                queue_id=transaction.queue_id)
         return plan
+
+    def _default_mailbox(self, plan: _Plan, facts: _Facts, host: DeliveryHost) -> None:
+        """With `save_to_detail_mailbox`, make the recipient's detail the mailbox keep and
+        the implicit keep store into, when it exists or may be created; else INBOX."""
+        if not self.settings.save_to_detail_mailbox or not facts.detail:
+            return
+        try:
+            name = normalize_mailbox_name(facts.detail)
+        except InvalidInput:
+            return
+        if host.mailbox_exists(name):
+            plan.default_mailbox = name
+        elif self.settings.mailbox_autocreate:
+            plan.default_mailbox, plan.default_create = name, True
 
     async def _facts(self, rcpt: str) -> _Facts:
         """The user, the active script and the mailboxes, in one short read.
@@ -307,22 +371,23 @@ class Deliverer:
             UserNotFound: the user went away since RCPT.
         """
         async with self.store.read() as session:
-            user = await self._resolve(session, rcpt)
+            user, detail = await self._resolve(session, rcpt)
             if user is None:
                 raise UserNotFound(f"no user for {rcpt}")
             script = await active_script(session, user.id)
             special_uses = await mailbox_special_uses(session, user.id)
         if script is None:
-            return _Facts(user, None, None, special_uses)
-        return _Facts(user, script.name, script.source, special_uses)
+            return _Facts(user, None, None, special_uses, detail)
+        return _Facts(user, script.name, script.source, special_uses, detail)
 
     def _evaluate(self, plan: _Plan, facts: _Facts, transaction: Transaction, rcpt: str,
                   message: Message, host: DeliveryHost) -> tuple[Action, ...]:
         """Compile (cached) and run the scripts; runs in a worker thread.
 
-        Problems (a user script that does not compile, a run-time error, a redirect that
-        cannot be sent) are added to the plan and give the implicit keep. The result's
-        duplicate records are kept in the plan unless there was an error.
+        Problems (a user script that does not compile, a run-time error, a redirect,
+        vacation or notify when no submission is configured) are added to the plan and give
+        the implicit keep. The result's duplicate records are kept in the plan unless there
+        was an error.
         """
         programs = self._programs(plan, facts)
         if not programs:
@@ -339,11 +404,14 @@ class Deliverer:
         else:
             result = evaluate_sequence(programs, message, envelope, environment, host,
                                        limits=self.limits)
+        plan.problems.extend(_Problem("warning", warning) for warning in result.warnings
+                             if REDIRECTED_FROM in warning)  # a redirect loop prevented
         if result.errors:
             plan.problems.extend(_Problem("runtime", error) for error in result.errors)
             return result.actions
-        if any(isinstance(action, Redirect) for action in result.actions):
-            plan.problems.append(_Problem("runtime", REDIRECT_UNAVAILABLE))
+        kinds = outbound_kinds(result.actions)
+        if kinds and self.submitter is None:
+            plan.problems.append(_Problem("runtime", outbound_unavailable(kinds)))
             return _KEEP_ONLY
         plan.duplicates = result.duplicate_ids
         return result.actions
@@ -364,22 +432,21 @@ class Deliverer:
         return [*self.scripts.before(), *middle, *self.scripts.after()]
 
     def _collect(self, plan: _Plan, actions: tuple[Action, ...], host: DeliveryHost) -> None:
-        """Turn the action list into storage targets (mailbox → flags, create) or a reject."""
+        """Turn the action list into storage targets (mailbox → flags, create), a reject,
+        and the outbound actions (redirect, vacation, notify)."""
+        outbound = []
         for action in actions:
             if isinstance(action, Reject):
                 plan.reject = action
             elif isinstance(action, Keep):
-                self._target(plan, INBOX, action, create=False)
+                self._target(plan, plan.default_mailbox, action, create=plan.default_create)
             elif isinstance(action, FileInto):
                 create = action.create or self.settings.mailbox_autocreate
                 name, special_use = self._fileinto_mailbox(plan, action, host, create)
                 self._target(plan, name, action, create=create, special_use=special_use)
-            elif isinstance(action, Discard):
-                continue
-            else:  # vacation, notify: their sending arrives with outbound mail
-                plan.problems.append(_Problem(
-                    "warning", f"{type(action).__name__.lower()} is not available: "
-                               "no submission configured; action ignored"))
+            elif isinstance(action, (Redirect, Vacation, Notify)):
+                outbound.append(action)
+        plan.outbound_actions = tuple(outbound)
         if plan.reject is not None and plan.targets:
             # Only a sequence of scripts gets here (within one script reject conflicts with
             # keep and fileinto): a 550 after storing would say the mail was not delivered.
@@ -431,47 +498,155 @@ class Deliverer:
 
     # ------------------------------------------------------------------ apply
 
-    async def _store(self, transaction: Transaction, rcpt: str, plan: _Plan,
-                     blob: _SharedBlob) -> tuple[str, ...]:
-        """Store the copies, duplicate records and problems in one transaction; returns
-        the mailbox names stored into.
+    async def _drop_already_sent(self, plan: _Plan, transaction: Transaction,
+                                 rcpt: str) -> None:
+        """Leave out of `plan.pending` what was sent within its period: a redirect of this
+        message to the same address, a vacation reply to this sender for this handle
+        (RFC 5230 §4.2). One short read; nothing to do when nothing is pending."""
+        if not plan.pending:
+            return
+        now = transaction.received_at
+        kept = []
+        async with self.store.read() as session:
+            for pending in plan.pending:
+                if pending.redirect_key is not None and await duplicate_seen(
+                        session, plan.user.id, pending.redirect_key, now):
+                    done = True
+                elif pending.vacation is not None:
+                    done = await vacation_replied(session, plan.user.id,
+                                                  pending.vacation.handle,
+                                                  pending.vacation.sender, now)
+                else:
+                    done = False
+                if done:
+                    log.info("%s: <%s>: %s not sent: already sent within its period",
+                             transaction.queue_id, rcpt, pending.describe())
+                else:
+                    kept.append(pending)
+        plan.pending = kept
+
+    async def _connect(self, plan: _Plan, stack: AsyncExitStack, transaction: Transaction,
+                       rcpt: str) -> SubmissionConnection | None:
+        """Open the SMTP session for `plan.pending` before the write transaction starts.
 
         Raises:
-            QuotaExceeded, StoreUnavailable, StoreError: nothing was stored or recorded.
+            SubmissionError: the MTA cannot be reached and a redirect or notification is
+                pending (a pending vacation reply alone is logged and dropped instead).
+        """
+        if not plan.pending or self.submitter is None:
+            return None
+        try:
+            return await stack.enter_async_context(self.submitter.connect())
+        except SubmissionError as exc:
+            if any(p.vacation is None for p in plan.pending):
+                raise
+            for pending in plan.pending:
+                log.warning("%s: <%s>: %s dropped: %s", transaction.queue_id, rcpt,
+                            pending.describe(), exc)
+            plan.pending = []
+            return None
+
+    async def _store(self, transaction: Transaction, rcpt: str, plan: _Plan,
+                     blob: _SharedBlob) -> tuple[str, ...]:
+        """Store the copies, send the pending messages, and write the duplicate, redirect
+        and vacation records and the problems, in one transaction (see
+        `mda.delivery.outbound` for the order); returns the mailbox names stored into.
+
+        Raises:
+            QuotaExceeded, StoreUnavailable, StoreError: nothing was stored or recorded;
+                nothing was sent either, unless the failure came after the submissions
+                (the commit itself: the duplicate-on-retry window of `mda.delivery.outbound`).
+            SubmissionError: a redirect or notification was not taken by the MTA; nothing
+                was stored or recorded (messages sent before it in this call were sent).
         """
         if any(target.message is None for target in plan.targets.values()):
             await blob.ensure()
         try:
-            async with self.store.transaction() as session:
-                # Edited versions (editheader) get their own blob, once per version.
-                versions: dict[int, tuple[int, bytes]] = {}
-                stored = []
-                for name, target in plan.targets.items():
-                    if target.message is None:
-                        blob_id, data = blob.id, blob.data
-                    else:
-                        key = id(target.message)
-                        if key not in versions:
-                            edited = normalize_line_endings(target.message.raw)
-                            versions[key] = (await store_blob(session, edited), edited)
-                        blob_id, data = versions[key]
-                    prefix = header_prefix(
-                        mail_from=transaction.mail_from, recipient=rcpt,
-                        helo=transaction.helo, peer=transaction.peer,
-                        hostname=self.settings.hostname, queue_id=transaction.queue_id,
-                        received_at=transaction.received_at,
-                        add_empty_line=not has_header_section(data))
-                    mailbox = await self._mailbox(session, plan.user.id, name, target)
-                    copy = await append_message(
-                        session, user_id=plan.user.id, mailbox=mailbox, blob_id=blob_id,
-                        blob_size=len(data), header_prefix=prefix, flags=target.flags,
-                        internal_date=transaction.received_at)
-                    stored.append(copy.mailbox)
-                await self._record(session, plan, transaction)
+            async with AsyncExitStack() as stack:
+                connection = await self._connect(plan, stack, transaction, rcpt)
+                async with self.store.transaction() as session:
+                    stored = await self._copies(session, transaction, rcpt, plan, blob)
+                    await self._send(session, connection, plan, transaction, rcpt)
+                    await self._record(session, plan, transaction, plan.sent)
         except StoreError:
             await self._record_problems(plan, transaction.queue_id)
             raise
+        except SubmissionError:
+            await self._record_sent_redirects(plan, transaction, rcpt)
+            raise
+        return stored
+
+    async def _record_sent_redirects(self, plan: _Plan, transaction: Transaction,
+                                     rcpt: str) -> None:
+        """After a failed submission rolled the delivery back, record the redirects that
+        were sent before it (own transaction), so the MTA's retry does not send them
+        again. Best effort: a failure here is logged (the retry then sends them twice)."""
+        done = [p for p in plan.sent if p.redirect_key is not None]
+        if not done:
+            return
+        now = transaction.received_at
+        try:
+            async with self.store.transaction() as session:
+                await record_duplicates(session, plan.user.id,
+                                        [(p.redirect_key, redirect_expiry(self.settings, now))
+                                         for p in done], now)
+        except Exception:
+            log.warning("%s: <%s>: could not record the redirects already sent",
+                        transaction.queue_id, rcpt, exc_info=True)
+
+    async def _copies(self, session: Session, transaction: Transaction, rcpt: str,
+                      plan: _Plan, blob: _SharedBlob) -> tuple[str, ...]:
+        """Write the stored copies (quota charged); returns the mailbox names."""
+        # Edited versions (editheader) get their own blob, once per version.
+        versions: dict[int, tuple[int, bytes]] = {}
+        stored = []
+        for name, target in plan.targets.items():
+            if target.message is None:
+                blob_id, data = blob.id, blob.data
+            else:
+                key = id(target.message)
+                if key not in versions:
+                    edited = normalize_line_endings(target.message.raw)
+                    versions[key] = (await store_blob(session, edited), edited)
+                blob_id, data = versions[key]
+            prefix = header_prefix(
+                mail_from=transaction.mail_from, recipient=rcpt,
+                helo=transaction.helo, peer=transaction.peer,
+                hostname=self.settings.hostname, queue_id=transaction.queue_id,
+                received_at=transaction.received_at,
+                add_empty_line=not has_header_section(data))
+            mailbox = await self._mailbox(session, plan.user.id, name, target)
+            copy = await append_message(
+                session, user_id=plan.user.id, mailbox=mailbox, blob_id=blob_id,
+                blob_size=len(data), header_prefix=prefix, flags=target.flags,
+                internal_date=transaction.received_at)
+            stored.append(copy.mailbox)
         return tuple(stored)
+
+    async def _send(self, session: Session, connection: SubmissionConnection | None,
+                    plan: _Plan, transaction: Transaction, rcpt: str) -> None:
+        """Submit the pending messages once the copies are written; those sent are added
+        to `plan.sent`.
+
+        Raises:
+            SubmissionError: a redirect or notification failed (the caller rolls back).
+        """
+        if connection is None or not plan.pending:
+            return
+        await session.flush()  # the copies and quota are written before anything leaves
+        for pending in plan.pending:
+            try:
+                await connection.send(pending.message)
+            except SubmissionError as exc:
+                if pending.vacation is None:
+                    log.warning("%s: <%s>: %s failed: %s", transaction.queue_id, rcpt,
+                                pending.describe(), exc)
+                    raise
+                log.warning("%s: <%s>: %s dropped: %s", transaction.queue_id, rcpt,
+                            pending.describe(), exc)
+                continue
+            log.info("%s: <%s>: %s sent", transaction.queue_id, rcpt, pending.describe())
+            plan.sent.append(pending)
 
     @staticmethod
     async def _mailbox(session: Session, user_id: int, name: str, target: _Target) -> Mailbox:
@@ -479,15 +654,23 @@ class Deliverer:
             return await ensure_mailbox(session, user_id, name, special_use=target.special_use)
         return await get_mailbox(session, user_id, name)
 
-    async def _record(self, session: Session, plan: _Plan, transaction: Transaction) -> None:
+    async def _record(self, session: Session, plan: _Plan, transaction: Transaction,
+                      sent: list[Pending] = ()) -> None:
         """Write the duplicate-tracking records (RFC 7352 §3, expiring `seconds` after the
-        delivery) and the Sieve problems in the recipient's transaction."""
+        delivery), the records of the redirects and vacation replies `sent`, and the Sieve
+        problems, in the recipient's transaction."""
         now = transaction.received_at
-        if plan.duplicates:
-            await record_duplicates(
-                session, plan.user.id,
-                [(mark.id_hash, now + timedelta(seconds=mark.seconds))
-                 for mark in plan.duplicates], now)
+        records = [(mark.id_hash, now + timedelta(seconds=mark.seconds))
+                   for mark in plan.duplicates]
+        records += [(p.redirect_key, redirect_expiry(self.settings, now))
+                    for p in sent if p.redirect_key is not None]
+        if records:
+            await record_duplicates(session, plan.user.id, records, now)
+        for pending in sent:
+            if pending.vacation is not None:
+                await record_vacation_reply(
+                    session, plan.user.id, pending.vacation.handle, pending.vacation.sender,
+                    now + timedelta(seconds=pending.vacation.seconds), now)
         await self._record_errors(session, plan, transaction.queue_id)
 
     async def _record_errors(self, session: Session, plan: _Plan, queue_id: str) -> None:

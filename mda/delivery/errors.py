@@ -6,6 +6,8 @@ Exception (raised while delivering to one recipient)
  ├── QuotaExceeded                   → 552 5.2.2, or 452 4.2.2 when
  │                                     MDA_QUOTA_FULL_TEMPFAIL is set               "over_quota"
  ├── StoreUnavailable                → 451 4.3.0, nothing written                   "error"
+ ├── SubmissionError                 → 451 4.3.0: the MTA did not take a redirect or
+ │                                     notification; nothing written                "error"
  └── anything else (a bug)           → 451 4.3.0 and a logged traceback; the
                                        exception text never reaches the wire        "error"
 ```
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 
 from mda import replies
+from mda.outbound import SubmissionError
 from mda.replies import Reply
 from mda.store import InvalidAddress, QuotaExceeded, StoreUnavailable, UserNotFound
 
@@ -43,6 +46,8 @@ def reply_for(exc: Exception, recipient: str, *, quota_tempfail: bool,
         return replies.over_quota(recipient, tempfail=quota_tempfail), "over_quota"
     if isinstance(exc, StoreUnavailable):
         log.warning("%s: <%s>: store unavailable: %s", queue_id, recipient, exc)
+        return replies.temporary_failure(recipient), "error"
+    if isinstance(exc, SubmissionError):  # the failed message was logged where it failed
         return replies.temporary_failure(recipient), "error"
     log.error("%s: <%s>: internal error while delivering", queue_id, recipient,
               exc_info=exc)

@@ -8,7 +8,8 @@ from datetime import datetime
 
 from mda.replies import Reply
 
-RESULTS = ("stored", "discarded", "rejected", "over_quota", "unknown_user", "error")
+RESULTS = ("stored", "discarded", "redirected", "rejected", "over_quota", "unknown_user",
+           "error")
 """The values of `RecipientOutcome.result`."""
 
 
@@ -42,7 +43,8 @@ class RecipientOutcome:
     Attributes:
         recipient: the RCPT TO address as given.
         reply: the LMTP reply for this recipient (RFC 2033 §4.2: one per recipient).
-        result: one of `RESULTS`: "stored", "discarded", "rejected" (Sieve reject),
+        result: one of `RESULTS`: "stored", "discarded", "redirected" (no copy kept, a
+            redirect sent), "rejected" (Sieve reject),
             "over_quota", "unknown_user" (deleted since RCPT), "error" (451, retry).
         mailboxes: the mailboxes a copy was stored into, in order.
         elapsed_ms: milliseconds spent on this recipient.

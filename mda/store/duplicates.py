@@ -5,6 +5,10 @@ message with the same key is a duplicate". The key is an opaque hex SHA-256 the 
 computes (`mda.sieve.DuplicateMark.id_hash`). Delivery writes the records in the same
 transaction as the recipient's stored copies (`record_duplicates`), so they exist only when
 that delivery committed, and purges the user's expired records there too.
+
+Redirect records share the table: delivery keys them on the message and the redirect target
+(`mda.delivery.outbound.redirect_key`), so one message is redirected to one address once
+per period even when it reaches the user twice (two subaddresses, two aliases).
 """
 
 from __future__ import annotations

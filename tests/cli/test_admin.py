@@ -16,7 +16,7 @@ def test_db_upgrade_creates_the_file_and_is_repeatable(mda: Run, sqlite_url: str
     path = Path(sqlite_url.split("///", 1)[1])
     assert not path.exists()
     first = mda("db", "upgrade", check=True)
-    assert b"revision 0002" in first.stdout
+    assert b"revision 0003" in first.stdout
     assert path.is_file()
     mda("db", "upgrade", check=True)
 

@@ -2,9 +2,10 @@
 notify_method_capability, §6 the :encodeurl modifier of `set`) with the mailto method of
 RFC 5436.
 
-Evaluation only; the notification is sent by the delivery layer after commit. The only
-method is `mailto:` (RFC 6068 URIs): recipients are the addresses before `?` (split at
-percent-encoded commas) followed by the `to=` and `cc=` header fields, decoded. A
+Evaluation only; the notification is built and sent by the delivery layer
+(`mda.delivery.outbound`, `mda.outbound.compose.notification`). The only method is
+`mailto:` (RFC 6068 URIs, `parse_mailto`): recipients are the addresses before `?` (split at
+percent-encoded commas), then those of the `to=` header fields, then of `cc=`, decoded. A
 literal comma in the address part, an unparseable address or an unknown scheme is a
 compile error for a constant URI (RFC 5435 §3.8: "...MUST ... error") and a run-time
 error for a computed one. `notify_method_capability` answers "maybe" for "online", as
