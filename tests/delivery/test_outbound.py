@@ -13,8 +13,9 @@ from datetime import timedelta
 import pytest
 
 from mda.config import Settings
-from mda.delivery import Deliverer
+from mda.delivery import Deliverer, outbound_warnings
 from mda.delivery.outbound import outbound_unavailable
+from mda.sieve import compile_script
 from mda.store import Store, create_mailbox, get_user, list_mailboxes, list_sieve_errors
 from tests.delivery.conftest import RECEIVED_AT, make_user, transaction
 from tests.delivery.test_deliver import errors, stored
@@ -454,3 +455,19 @@ async def test_a_broken_script_keeps_into_the_detail_mailbox(
     assert outcome.mailboxes == ("lists",)
     async with store.read() as session:
         assert [e.kind for e in await list_sieve_errors(session, user.id)] == ["compile"]
+
+
+# ---------------------------------------------------------------- PUTSCRIPT warnings
+
+
+def test_outbound_warnings_name_each_sending_command_once(
+        settings_factory: Callable[..., Settings], sqlite_url: str) -> None:
+    program = compile_script('require ["vacation", "enotify"];\n'
+                             'if true { notify "mailto:a@example.net"; redirect "a@b.example"; }\n'
+                             'else { redirect "c@d.example"; }\nvacation "away";\n')
+    warnings = outbound_warnings(program, settings_factory(sqlite_url))
+    assert [w.split(":")[0] for w in warnings] == ["line 2", "line 4", "line 2"]
+    assert [w.split()[2] for w in warnings] == ["redirect", "vacation", "notify"]
+    assert outbound_warnings(program, settings_factory(sqlite_url,
+                                                       submission_url="smtp://mx")) == []
+    assert outbound_warnings(compile_script("keep;"), settings_factory(sqlite_url)) == []

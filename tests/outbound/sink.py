@@ -55,7 +55,9 @@ class Captured:
     @property
     def message(self) -> EmailMessage:
         """The message parsed with the standard library (headers decoded)."""
-        return email.message_from_bytes(self.data, policy=email.policy.default)  # type: ignore[return-value]
+        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
 
 
 @dataclass
