@@ -28,6 +28,7 @@ import re
 import socket
 import subprocess
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class ClientSession(ABC):
     label: str
     can_rename: bool = False
     can_check: bool = False
+    can_havespace: bool = False
 
     @abstractmethod
     def put(self, name: str, source: str) -> Outcome:
@@ -114,6 +116,10 @@ class ClientSession(ABC):
     @abstractmethod
     def delete(self, name: str) -> Outcome:
         """DELETESCRIPT `name` (RFC 5804 §2.10)."""
+
+    def havespace(self, name: str, size: int) -> Outcome:
+        """HAVESPACE `name` `size` (RFC 5804 §2.5); only when `can_havespace`."""
+        raise NotImplementedError(f"{self.label} has no HAVESPACE")
 
     @abstractmethod
     def logout(self) -> None:
@@ -154,10 +160,13 @@ class SievelibSession(ClientSession):
     label = "sievelib"
     can_rename = True
     can_check = True
+    can_havespace = True
 
     def __init__(self, account: Account) -> None:
         self.client = Client(account.host, account.port)
-        with trusting(account.pki):
+        with trusting(account.pki), warnings.catch_warnings():
+            # Plaintext on loopback is what the plain tests mean to do.
+            warnings.filterwarnings("ignore", "Credentials are sent over an unencrypted")
             ok = self.client.connect(account.user, account.password,
                                      starttls=account.pki is not None,
                                      authmech=account.mechanism)
@@ -195,6 +204,9 @@ class SievelibSession(ClientSession):
     def delete(self, name: str) -> Outcome:
         return self._outcome(self.client.deletescript(name))
 
+    def havespace(self, name: str, size: int) -> Outcome:
+        return self._outcome(self.client.havespace(name, size))
+
     def capabilities(self) -> str:
         """The CAPABILITY response lines as sent (for checks after login)."""
         return _text(self.client.capability())
@@ -210,6 +222,7 @@ class PyManageSieveSession(ClientSession):
     """The PyPI `managesieve` package's `MANAGESIEVE`, logged in."""
 
     label = "managesieve"
+    can_havespace = True
 
     def __init__(self, account: Account) -> None:
         with trusting(account.pki):
@@ -256,8 +269,15 @@ class PyManageSieveSession(ClientSession):
         return self._outcome(self.client.deletescript(name))
 
     def havespace(self, name: str, size: int) -> Outcome:
-        """HAVESPACE `name` `size` (RFC 5804 §2.5)."""
         return self._outcome(self.client.havespace(name, size))
+
+    def unauthenticate(self) -> Outcome:
+        """UNAUTHENTICATE (RFC 5804 §2.14): back to the non-authenticated state."""
+        return self._outcome(self.client.unauthenticate())
+
+    def login(self, user: str, password: str) -> Outcome:
+        """AUTHENTICATE again on the same connection (after `unauthenticate`)."""
+        return self._outcome(self.client.login("", user, password))
 
     def logout(self) -> None:
         if self.client.state != "LOGOUT":
@@ -272,8 +292,8 @@ class SieveConnectRun:
         argv: the command line (no password on it).
         returncode: its exit status (0 = every command succeeded without a warning).
         stdout: what it printed (listings, `view` output).
-        stderr: warnings and refusals, and with `--debug` the wire trace (`>>>` sent,
-            `<<<` received, CR and LF shown as `\\r`, `\\n`).
+        stderr: warnings and refusals, and the `--debug` wire trace (`>>>` sent, `<<<`
+            received, CR and LF shown as `\\r`, `\\n`).
     """
 
     argv: list[str]
@@ -283,7 +303,10 @@ class SieveConnectRun:
 
 
 _LISTED = re.compile(r'^"(?P<name>[^"]*)"(?P<active> ACTIVE)?$')
-_REFUSAL = re.compile(r"failed: NO(?: \((?P<code>[^)]*)\))?(?P<text>.*)", re.S)
+# The warning sieve-connect prints for a refused command, e.g.
+# `PUTSCRIPT(x) failed: NO (QUOTA/MAXSIZE) "..."` or `CHECKSCRIPT failed: NO "..."`.
+_REFUSAL = re.compile(r"^[A-Z]+(?:\(.*\))? failed: NO(?: \((?P<code>[^)]*)\))?(?P<text>.*)$",
+                      re.M)
 
 
 class SieveConnectSession(ClientSession):
@@ -303,8 +326,9 @@ class SieveConnectSession(ClientSession):
         if probe.returncode != 0:
             raise LoginFailed(f"sieve-connect could not log in: {probe.stderr}")
 
-    def argv(self, *, debug: bool = False) -> list[str]:
-        """The command line without the action: server, user, TLS trust, mechanism."""
+    def argv(self) -> list[str]:
+        """The command line without the action: server, user, TLS trust, mechanism, and
+        `--debug` (the wire trace on stderr)."""
         account = self.account
         argv = [self.program, "--nosrv", "--server", account.host, "--port", str(account.port),
                 "--user", account.user, "--passwordfd", "0"]
@@ -315,24 +339,25 @@ class SieveConnectSession(ClientSession):
             argv += ["--tlscafile", str(account.pki.ca_file)]
         if account.mechanism:
             argv += ["--authmech", account.mechanism]
-        if debug:
-            argv.append("--debug")
-        return argv
+        return [*argv, "--debug"]
 
-    def run(self, commands: list[str], *, debug: bool = False) -> SieveConnectRun:
+    def run(self, commands: list[str]) -> SieveConnectRun:
         """Run `commands` (sieve-connect's own command language, one per line) in one
-        session.
+        session, with `--debug` so that a failure shows the wire trace.
 
         Returns:
-            The finished process.
+            The finished process; one still running after 60 s is killed and returned with
+            `returncode` -9 and what it had written so far.
         """
         script = self.workdir / f"commands-{next(self._files)}.txt"
         script.write_text("".join(f"{line}\n" for line in commands))
-        argv = [*self.argv(debug=debug), "--exec", str(script)]
-        proc = subprocess.run(argv, input=f"{self.account.password}\n".encode(),
-                              capture_output=True, timeout=60)
-        return SieveConnectRun(argv, proc.returncode, proc.stdout.decode("utf-8", "replace"),
-                               proc.stderr.decode("utf-8", "replace"))
+        argv = [*self.argv(), "--exec", str(script)]
+        password = f"{self.account.password}\n".encode()
+        try:
+            proc = subprocess.run(argv, input=password, capture_output=True, timeout=60)
+        except subprocess.TimeoutExpired as exc:
+            return SieveConnectRun(argv, -9, _text(exc.stdout), _text(exc.stderr))
+        return SieveConnectRun(argv, proc.returncode, _text(proc.stdout), _text(proc.stderr))
 
     def file(self, source: str | bytes) -> Path:
         """Write `source` to a new local file (sieve-connect uploads files) and return it."""
