@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from mda import __version__
 from mda.config import Settings
+from mda.delivery.outbound import outbound_warnings
 from mda.managesieve import sasl
 from mda.managesieve.throttle import LoginThrottle
 from mda.managesieve.wire import (Atom, BadCommand, Command, ErrorKind, ResponseCode, Token,
@@ -531,9 +532,12 @@ class Session:
             raise CommandError(str(exc)) from exc
 
     def _compiled_ok(self, program: Program) -> Reply:
-        """OK, or `OK (WARNINGS) "..."` when the compiler warned (RFC 5804 §1.3)."""
-        if program.warnings:
-            return self._ok("; ".join(program.warnings), _code("WARNINGS"))
+        """OK, or `OK (WARNINGS) "..."` when the compiler warned or the script sends mail
+        (redirect, vacation, notify) on a server without outbound submission (RFC 5804
+        §1.3, §2.6; `mda.delivery.outbound_warnings`)."""
+        warnings = [*program.warnings, *outbound_warnings(program, self.context.settings)]
+        if warnings:
+            return self._ok("; ".join(warnings), _code("WARNINGS"))
         return self._ok()
 
     async def _cmd_listscripts(self) -> Reply:

@@ -336,6 +336,31 @@ async def test_script_commands(sieve_server, open_wire: OpenWire) -> None:
     assert (await wire.command(b'DELETESCRIPT "renamed"\r\n')).raw == b"OK\r\n"
     assert (await wire.command(b"LISTSCRIPTS\r\n")).lines == [b'"other"']
 
+SENDS_MAIL = (b'require ["vacation", "enotify"];\r\nredirect "carol@example.org";\r\n'
+              b'vacation "away";\r\nnotify "mailto:dave@example.org";\r\n')
+
+
+async def test_script_that_sends_mail_is_stored_with_a_warning_without_submission(
+        sieve_server, open_wire: OpenWire) -> None:
+    """Issue 5: without MDA_SUBMISSION_URL, redirect/vacation/notify cannot send; PUTSCRIPT
+    and CHECKSCRIPT still accept the script but say so (RFC 5804 §1.3 WARNINGS)."""
+    wire = await open_wire(sieve_server(), login=ALICE)
+    stored = await wire.command(b'PUTSCRIPT "away" ' + literal(SENDS_MAIL) + b"\r\n")
+    assert (stored.status, stored.code) == ("OK", "WARNINGS"), stored
+    assert [part.split(":")[0] for part in stored.text.split("; ")] == \
+        ["line 2", "line 3", "line 4"], stored.text
+    assert "redirect cannot send mail" in stored.text
+    assert "no outbound submission is configured" in stored.text
+    assert (await wire.command(b"CHECKSCRIPT " + literal(SENDS_MAIL) + b"\r\n")).raw == \
+        stored.raw
+
+
+async def test_script_that_sends_mail_has_no_warning_with_submission(
+        sieve_server, open_wire: OpenWire) -> None:
+    wire = await open_wire(sieve_server(MDA_SUBMISSION_URL="smtp://127.0.0.1:1"), login=ALICE)
+    assert (await wire.command(b'PUTSCRIPT "away" ' + literal(SENDS_MAIL) + b"\r\n")).raw \
+        == b"OK\r\n"
+
 
 async def test_quota_codes(sieve_server, open_wire: OpenWire) -> None:
     """RFC 5804 §1.3 QUOTA/MAXSCRIPTS, QUOTA/MAXSIZE, QUOTA/MAXSTORAGE; a replaced script
