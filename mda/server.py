@@ -186,6 +186,9 @@ async def start_listener(address: ListenAddress, registry: ConnectionRegistry,
         if address.path is not None:
             _remove_stale_socket(address.path)
             server = await loop.create_unix_server(factory, str(address.path))
+            # Whoever may reach the socket file may connect, as on a loopback port: the MTA
+            # runs as another user (Postfix's lmtp as `postfix`); the directory decides.
+            address.path.chmod(0o666)
             return server, str(address)
         server = await loop.create_server(factory, address.host, address.port,
                                           reuse_address=True)
