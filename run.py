@@ -34,6 +34,13 @@ DEBIAN_TEST_TOOLS = {
     "sieve-test": "dovecot-sieve",
     "sieve-connect": "sieve-connect",
     "doveadm": "dovecot-core",
+    "postfix": "postfix",
+}
+
+# debconf answers set before installing, so that apt asks nothing and sets up no system
+# instance: the tests run Postfix only in private instances with their own configuration.
+DEBCONF_PRESEED = {
+    "postfix": "postfix postfix/main_mailer_type select No configuration",
 }
 
 
@@ -68,6 +75,10 @@ def ensure_debian_tools() -> None:
         return
     print(f"run.py: apt-get install {' '.join(missing)}", file=sys.stderr)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    preseed = [DEBCONF_PRESEED[pkg] for pkg in missing if pkg in DEBCONF_PRESEED]
+    if preseed:
+        subprocess.run(["debconf-set-selections"], input="\n".join(preseed) + "\n", text=True,
+                       check=True, env=env)
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
                    check=True, env=env)
