@@ -237,9 +237,9 @@ class PyManageSieveSession(ClientSession):
             raise LoginFailed(f"managesieve login refused: {self._outcome(typ)}")
 
     def _outcome(self, typ: str) -> Outcome:
-        if typ == "OK":
-            return Outcome(True)
-        return Outcome(False, _text(self.client.response_code), _text(self.client.response_text))
+        """The response code and text are kept for OK too (`OK (WARNINGS) "..."`)."""
+        return Outcome(typ == "OK", _text(self.client.response_code),
+                       _text(self.client.response_text))
 
     def put(self, name: str, source: str) -> Outcome:
         return self._outcome(self.client.putscript(name, source))

@@ -282,6 +282,19 @@ def test_names_and_scripts_round_trip_between_clients(serve, connect) -> None:
         assert other.get(name).splitlines() == source.splitlines(), kind
 
 
+def test_compiler_warnings_reach_the_client(serve, connect) -> None:
+    """A script that would send mail while no submission is configured is stored with
+    `OK (WARNINGS) "..."`; the managesieve package must hand the code and the text to its
+    caller. That package reads the response code up to the *last* `)` on the line
+    (`\\((?P<code>.*)\\)`), so a `)` in the text after a response code turns the text into
+    part of the code; the server has to keep `)` out of such texts."""
+    server = serve()
+    session = connect("managesieve", server)
+    stored = session.put("away", 'require "vacation";\nvacation "I am away.";\n')
+    assert stored.ok and stored.code == "WARNINGS" and "vacation" in stored.text, stored
+    assert session.listing() == (None, ["away"])
+
+
 def test_name_with_a_double_quote(serve, connect) -> None:
     """sieve-connect sends such a name to PUTSCRIPT as a `{N+}` literal; mda lists it as a
     quoted string with `\\"`, which the managesieve package reads back exactly, and
