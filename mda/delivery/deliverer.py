@@ -46,7 +46,7 @@ import logging
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from mda import replies
 from mda.config import Settings
@@ -102,6 +102,7 @@ from mda.store import (
     UserNotFound,
     active_script,
     append_message,
+    claim_duplicate,
     duplicate_seen,
     ensure_mailbox,
     find_user,
@@ -116,7 +117,12 @@ from mda.store import (
 )
 from mda.store.blobs import drop_blob_if_unreferenced, store_blob
 from mda.store.messages import is_valid_flag
-from mda.store.vacation import record_vacation_reply, vacation_replied
+from mda.store.vacation import (
+    claim_vacation_reply,
+    forget_vacation_reply,
+    record_vacation_reply,
+    vacation_replied,
+)
 
 log = logging.getLogger("mda.delivery")
 
@@ -635,6 +641,10 @@ class Deliverer:
             return
         await session.flush()  # the copies and quota are written before anything leaves
         for pending in plan.pending:
+            if not await self._claim(session, plan, pending, transaction.received_at):
+                log.info("%s: <%s>: %s not sent: already sent within its period",
+                         transaction.queue_id, rcpt, pending.describe())
+                continue
             try:
                 await connection.send(pending.message)
             except SubmissionError as exc:
@@ -642,11 +652,28 @@ class Deliverer:
                     log.warning("%s: <%s>: %s failed: %s", transaction.queue_id, rcpt,
                                 pending.describe(), exc)
                     raise
+                await forget_vacation_reply(session, plan.user.id, pending.vacation.handle,
+                                            pending.vacation.sender)
                 log.warning("%s: <%s>: %s dropped: %s", transaction.queue_id, rcpt,
                             pending.describe(), exc)
                 continue
             log.info("%s: <%s>: %s sent", transaction.queue_id, rcpt, pending.describe())
             plan.sent.append(pending)
+
+    async def _claim(self, session: Session, plan: _Plan, pending: Pending,
+                     now: datetime) -> bool:
+        """Claim the record of a redirect or vacation reply in the recipient's transaction
+        just before sending it; False when a concurrent delivery (another LMTP connection
+        with a message from the same sender, or the same message) claimed it first. The
+        early read in `_drop_already_sent` cannot see those: they were not committed yet."""
+        if pending.redirect_key is not None:
+            return await claim_duplicate(session, plan.user.id, pending.redirect_key,
+                                         redirect_expiry(self.settings, now), now)
+        if pending.vacation is not None:
+            return await claim_vacation_reply(
+                session, plan.user.id, pending.vacation.handle, pending.vacation.sender,
+                now + timedelta(seconds=pending.vacation.seconds), now)
+        return True
 
     @staticmethod
     async def _mailbox(session: Session, user_id: int, name: str, target: _Target) -> Mailbox:

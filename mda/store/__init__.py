@@ -25,7 +25,7 @@ from mda.store.blobs import (
     store_blob,
     sweep_orphan_blobs,
 )
-from mda.store.duplicates import duplicate_seen, record_duplicates
+from mda.store.duplicates import claim_duplicate, duplicate_seen, record_duplicates
 from mda.store.engine import Store, sqlite_path
 from mda.store.errors import (
     AlreadyExists,
@@ -111,7 +111,7 @@ __all__ = [
     "activate_script", "active_script", "add_user", "allocate_uid", "append_message",
     "charge_quota", "create_mailbox", "deactivate_scripts", "delete_message",
     "delete_orphan_blobs", "delete_script", "delete_user", "drop_blob_if_unreferenced",
-    "duplicate_seen", "record_duplicates", "mailbox_special_uses", "normalize_special_use",
+    "claim_duplicate", "duplicate_seen", "record_duplicates", "mailbox_special_uses", "normalize_special_use",
     "ensure_mailbox", "find_user", "get_mailbox", "get_script", "get_user", "list_mailboxes",
     "list_messages", "list_scripts", "list_sieve_errors", "list_users", "mailbox_names",
     "message_bytes", "normalize_address", "normalize_mailbox_name", "normalize_script_name",

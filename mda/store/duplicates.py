@@ -66,12 +66,46 @@ async def record_duplicates(session: AsyncSession, user_id: int,
         SieveDuplicate.user_id == user_id, SieveDuplicate.expires_at <= now))
     if not expiries:
         return 0
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" \
-        else sqlite.insert
-    statement = insert(SieveDuplicate).values(
+    statement = _dialect_insert(session)(SieveDuplicate).values(
         [{"user_id": user_id, "key_hash": key, "expires_at": expires_at}
          for key, expires_at in expiries.items()])
     await session.execute(statement.on_conflict_do_update(
         index_elements=["user_id", "key_hash"],
         set_={"expires_at": statement.excluded.expires_at}))
     return len(expiries)
+
+
+def _dialect_insert(session: AsyncSession):  # noqa: ANN202 (dialect-specific Insert)
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" \
+        else sqlite.insert
+
+
+async def claim_duplicate(session: AsyncSession, user_id: int, key_hash: str,
+                          expires_at: datetime, now: datetime) -> bool:
+    """Write the record `key_hash` unless an unexpired one exists; say whether it was written.
+
+    One statement (`INSERT ... ON CONFLICT DO UPDATE ... WHERE expired RETURNING`), so two
+    deliveries racing for the same key cannot both claim it: on PostgreSQL the second waits
+    for the first's transaction and then finds its record; SQLite has one writer at a time.
+    Delivery claims a redirect's record this way, in the recipient's transaction, just before
+    sending it; a rollback releases the claim.
+
+    Args:
+        session: the write session of the recipient's delivery.
+        user_id: the user.
+        key_hash: the record's key.
+        expires_at: the new record's expiry (aware).
+        now: a stored record expiring at or before `now` is replaced.
+
+    Returns:
+        True when this call wrote the record (the caller may act); False when an unexpired
+        record was already there.
+    """
+    statement = _dialect_insert(session)(SieveDuplicate).values(
+        user_id=user_id, key_hash=key_hash, expires_at=expires_at)
+    statement = statement.on_conflict_do_update(
+        index_elements=["user_id", "key_hash"],
+        set_={"expires_at": statement.excluded.expires_at},
+        where=SieveDuplicate.expires_at <= now).returning(SieveDuplicate.id)
+    return (await session.execute(statement)).first() is not None
+
