@@ -461,6 +461,9 @@ class ResponseCode:
         return b"(" + inner + b")"
 
 
+_BRACKETS_AFTER_CODE = str.maketrans("()", "[]")
+
+
 def encode_response(status: str, code: ResponseCode | None = None,
                     text: str | None = None) -> bytes:
     """A final response line (RFC 5804 §4 `response-oknobye`).
@@ -469,7 +472,10 @@ def encode_response(status: str, code: ResponseCode | None = None,
         status: `OK`, `NO` or `BYE`.
         code: an optional response code.
         text: optional human-readable text (sent quoted or, when it holds CR/LF or is
-            long, as a literal).
+            long, as a literal). After a response code its round brackets are sent as
+            square ones: the PyPI `managesieve` client takes the code up to the *last* `)`
+            of the line, so `OK (WARNINGS) "... (RFC 5260 §4.1)"` would reach its caller
+            as a mangled code and no text.
 
     Returns:
         The line, CRLF included.
@@ -482,6 +488,8 @@ def encode_response(status: str, code: ResponseCode | None = None,
     out = status.encode("ascii")
     if code is not None:
         out += b" " + code.encode()
+        if text is not None:
+            text = text.translate(_BRACKETS_AFTER_CODE)
     if text is not None:
         out += b" " + encode_string(text)
     return out + b"\r\n"

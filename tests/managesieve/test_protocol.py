@@ -313,9 +313,9 @@ async def test_script_commands(sieve_server, open_wire: OpenWire) -> None:
     warned = await wire.command(b"CHECKSCRIPT " + literal(WARNS) + b"\r\n")
     assert (warned.status, warned.code) == ("OK", "WARNINGS"), warned
     assert warned.text == (
-        'line 2: :zone "bogus" is not a valid time zone (+hhmm or -hhmm); the local time zone '
-        'is used (RFC 5260 §4.1); line 2: unknown date part "yearz"; the test is false '
-        '(RFC 5260 §4.2)')
+        'line 2: :zone "bogus" is not a valid time zone [+hhmm or -hhmm]; the local time zone '
+        'is used [RFC 5260 §4.1]; line 2: unknown date part "yearz"; the test is false '
+        '[RFC 5260 §4.2]')  # brackets after a response code: see wire.encode_response
     stored = await wire.command(b'PUTSCRIPT "warns" ' + literal(WARNS) + b"\r\n")
     assert stored.raw == warned.raw
     assert (await wire.command(b'DELETESCRIPT "warns"\r\n')).raw == b"OK\r\n"

@@ -245,3 +245,10 @@ def test_round_trip_encode_then_parse(name: str, args: list[str | int], cut: int
     assert event.name == name.upper()
     assert [a.text for a in event.args] == [str(a) for a in args]
     assert [isinstance(a, Atom) for a in event.args] == [isinstance(a, int) for a in args]
+
+
+def test_round_brackets_after_a_response_code_are_sent_square() -> None:
+    """The PyPI managesieve client reads a response code up to the last `)` of the line."""
+    assert encode_response("OK", ResponseCode("WARNINGS"), "zone (RFC 5260)") == \
+        b'OK (WARNINGS) "zone [RFC 5260]"\r\n'
+    assert encode_response("NO", None, "line 1 (RFC 5228)") == b'NO "line 1 (RFC 5228)"\r\n'
