@@ -620,7 +620,7 @@ class Deliverer:
                 helo=transaction.helo, peer=transaction.peer,
                 hostname=self.settings.hostname, queue_id=transaction.queue_id,
                 received_at=transaction.received_at,
-                add_empty_line=not has_header_section(data))
+                add_empty_line=not has_header_section(data), protocol=transaction.protocol)
             mailbox = await self._mailbox(session, plan.user.id, name, target)
             copy = await append_message(
                 session, user_id=plan.user.id, mailbox=mailbox, blob_id=blob_id,

@@ -72,7 +72,8 @@ def peer_address(peer: str) -> str:
 
 
 def header_prefix(*, mail_from: str, recipient: str, helo: str, peer: str, hostname: str,
-                  queue_id: str, received_at: datetime, add_empty_line: bool = False) -> bytes:
+                  queue_id: str, received_at: datetime, add_empty_line: bool = False,
+                  protocol: str = "LMTP") -> bytes:
     """The per-recipient header lines put before the shared message bytes.
 
     Args:
@@ -84,6 +85,8 @@ def header_prefix(*, mail_from: str, recipient: str, helo: str, peer: str, hostn
         queue_id: the transaction id.
         received_at: when DATA ended (aware).
         add_empty_line: append an empty line (for a message without a header section).
+        protocol: the Received `with` keyword (RFC 3848 and RFC 6531 §3.7.3 registry:
+            `LMTP`, `LMTPS`, `UTF8LMTP`, `UTF8LMTPS`).
 
     Returns:
         CRLF-terminated header lines (folded under 78 characters where the RFC 5322 §2.1.1
@@ -96,7 +99,7 @@ def header_prefix(*, mail_from: str, recipient: str, helo: str, peer: str, hostn
         f"Return-Path: <{sender}>",
         f"Delivered-To: {rcpt}",
         f"Received: {origin}",
-        f"\tby {_clean(hostname)} (mda) with LMTP id {_clean(queue_id)}",
+        f"\tby {_clean(hostname)} (mda) with {_clean(protocol)} id {_clean(queue_id)}",
         f"\tfor <{rcpt}>; {format_datetime(received_at)}",
     ]
     prefix = b"".join(_encode(line) + b"\r\n" for line in lines)

@@ -25,6 +25,9 @@ class Transaction:
         peer: the client, as `"192.0.2.1:2525"`, `"[2001:db8::1]:2525"` or `"unix"`.
         helo: the LHLO name the client gave.
         received_at: when DATA ended (aware UTC).
+        protocol: the `with` keyword of the Received header (RFC 3848, RFC 6531 §3.7.3):
+            `LMTP`, `LMTPS` after STARTTLS, `UTF8LMTP`/`UTF8LMTPS` for an SMTPUTF8
+            transaction.
     """
 
     queue_id: str
@@ -34,6 +37,7 @@ class Transaction:
     peer: str
     helo: str
     received_at: datetime
+    protocol: str = "LMTP"
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,13 @@ def format_peer(peer: Any) -> str:
     return str(peer) if peer else "unix"
 
 
+def received_protocol(*, utf8: bool, tls: bool) -> str:
+    """The `with` keyword of the Received header for this transaction: `LMTP`, `LMTPS`
+    (after STARTTLS, RFC 3848 §2), `UTF8LMTP` or `UTF8LMTPS` (SMTPUTF8, RFC 6531 §3.7.3).
+    mda's LMTP has no AUTH, so never the `A` forms."""
+    return ("UTF8" if utf8 else "") + "LMTP" + ("S" if tls else "")
+
+
 class MailTransaction(Envelope):
     """aiosmtpd's `Envelope` with the id naming this mail transaction in every log line,
     from the RCPT rejections to the outcomes after DATA, and the BDAT chunks received.
@@ -219,6 +226,7 @@ class DeliveryHandler:
             peer=format_peer(session.peer),
             helo=session.host_name or "",
             received_at=datetime.now(UTC),
+            protocol=received_protocol(utf8=envelope.smtp_utf8, tls=session.ssl is not None),
         )
         outcomes = await self.deliverer.deliver(transaction)
         return outcomes_per_rcpt(envelope.rcpt_tos, recipients, outcomes)

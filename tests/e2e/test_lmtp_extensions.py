@@ -81,6 +81,7 @@ async def test_pipelined_bdat_chunks_are_stored_unaltered(mda: Run, start_server
         shown = stored_copy(mda, user)
         assert shown.endswith(message)
         assert f"Delivered-To: {user}\r\n".encode() in shown
+        assert b" (mda) with LMTP id " in shown
 
 
 def big_message(size: int) -> bytes:
@@ -156,6 +157,7 @@ async def test_smtputf8_delivery_to_a_utf8_address(mda: Run, start_server) -> No
     assert shown.endswith(message)  # header text in UTF-8, stored as is
     assert shown.startswith("Return-Path: <zo\u00eb@b\u00fccher.example>\r\n"
                             "Delivered-To: j\u00f6rg@EX\u00c4MPLE.test\r\n".encode())
+    assert b" (mda) with UTF8LMTP id " in shown  # RFC 6531 §3.7.3
     server.wait_for_log(r"rcpt=<j\u00f6rg@EX\u00c4MPLE\.test> result=stored")
 
 
@@ -191,7 +193,9 @@ async def test_starttls_through_mda_serve(mda: Run, start_server, tmp_path: Path
     assert [r.status for r in await client.read_replies(3)] == [S.SENDER_OK, S.RCPT_OK,
                                                                 S.DELIVERED]
     await client.quit()
-    assert stored_copy(mda, "bob@example.org").endswith(MESSAGE)
+    shown = stored_copy(mda, "bob@example.org")
+    assert shown.endswith(MESSAGE)
+    assert b" (mda) with LMTPS id " in shown  # RFC 3848 §2
 
 
 def test_unreadable_certificate_is_a_one_line_startup_error(mda: Run, mda_env, tmp_path: Path
