@@ -221,6 +221,10 @@ class Settings(BaseSettings):
     tls_key: Path | None = Field(default=None, description="PEM private key for tls_cert")
     allow_plaintext_auth: bool = Field(
         default=False, description="allow PLAIN/LOGIN without TLS from non-loopback peers")
+    # Health checks and metrics (mda.http).
+    http_listen: str = Field(
+        default="", description="host:port or unix:/path for the HTTP listener serving "
+        "/healthz and /metrics; empty = disabled")
     log_level: str = Field(default="INFO")
     shutdown_timeout: float = Field(
         default=30.0, ge=0, description="seconds to let deliveries in flight finish on SIGTERM"

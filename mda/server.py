@@ -6,8 +6,10 @@ Lifecycle:
 2. `serve(settings)` builds the `Store` and the `Deliverer`, listens on
    `settings.lmtp_listen` and, unless it is empty, for ManageSieve on
    `settings.managesieve_listen` (and with implicit TLS on `settings.managesieve_tls_listen`),
-   and logs where: `listening for ManageSieve on 127.0.0.1:4190 (...)`, `listening for
-   ManageSieve over TLS on ...`, then last `listening for LMTP on 127.0.0.1:2424 (...)`.
+   for HTTP (`/healthz`, `/metrics`: `mda.http`) on `settings.http_listen` unless it is
+   empty, and logs where: `listening for ManageSieve on 127.0.0.1:4190 (...)`, `listening for
+   ManageSieve over TLS on ...`, `listening for HTTP on 0.0.0.0:8080 (/healthz, /metrics)`,
+   then last `listening for LMTP on 127.0.0.1:2424 (...)`.
    The TLS certificate (`tls_cert`, `tls_key`) is loaded once, here; an unreadable one stops
    the start with a one-line error.
 3. On SIGTERM or SIGINT: stop accepting connections; idle connections get
@@ -23,6 +25,7 @@ Lifecycle:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -30,11 +33,13 @@ import socket
 import ssl
 import stat
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mda.config import Settings
 from mda.delivery import Deliverer
+from mda.http import HttpServer
 from mda.lmtp import ConnectionRegistry, DeliveryHandler, LMTPProtocol
 from mda.managesieve import ManageSieveServer, ServerContext, TLSSetupError, load_tls_context
 from mda.store.engine import Store, ensure_sqlite_directory, safe_url, sqlite_path
@@ -286,15 +291,49 @@ async def start_managesieve(store: Store, settings: Settings,
 async def _bind_managesieve(server: ManageSieveServer, address: ListenAddress, *,
                             tls: bool) -> str:
     """Bind one ManageSieve listener; returns the bound address as text."""
+    return await _bind(functools.partial(server.listen, tls=tls), address, "ManageSieve")
+
+
+async def _bind(listen: Callable[..., Awaitable[tuple[str, int] | str]],
+                address: ListenAddress, service: str) -> str:
+    """Bind a listener with `listen(host=, port=)` or `listen(path=)` (a stale socket file
+    is removed first); returns the bound address as text.
+
+    Raises:
+        ListenError: `cannot listen for SERVICE on ADDRESS: reason`.
+    """
     try:
         if address.path is not None:
             _remove_stale_socket(address.path)
-            return f"unix:{await server.listen(path=address.path, tls=tls)}"
-        host, port = await server.listen(host=address.host, port=address.port, tls=tls)
+            return f"unix:{await listen(path=address.path)}"
+        host, port = await listen(host=address.host, port=address.port)
     except OSError as exc:
-        raise ListenError(f"cannot listen for ManageSieve on {address}: "
+        raise ListenError(f"cannot listen for {service} on {address}: "
                           f"{exc.strerror or exc}") from exc
     return str(ListenAddress(host=host, port=port))
+
+
+async def start_http(store: Store, settings: Settings) -> HttpServer | None:
+    """Start the `/healthz` and `/metrics` listener when `settings.http_listen` is set,
+    logging `listening for HTTP on HOST:PORT (/healthz, /metrics)`.
+
+    Returns:
+        The running server, or None when `http_listen` is empty.
+
+    Raises:
+        ListenError: the address is invalid (named as MDA_HTTP_LISTEN) or cannot be bound.
+    """
+    text = settings.http_listen.strip()
+    if not text:
+        return None
+    try:
+        address = ListenAddress.parse(text)
+    except ListenError as exc:
+        raise ListenError(f"MDA_HTTP_LISTEN: {exc}") from exc
+    server = HttpServer(store)
+    where = await _bind(server.listen, address, "HTTP")
+    log.info("listening for HTTP on %s (/healthz, /metrics)", where)
+    return server
 
 
 def _unlink_sockets(*texts: str) -> None:
@@ -320,7 +359,7 @@ async def _wait_for_deliveries(registry: ConnectionRegistry) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Run the LMTP and ManageSieve services until SIGTERM or SIGINT, then shut down
+    """Run the LMTP, ManageSieve and HTTP services until SIGTERM or SIGINT, then shut down
     gracefully.
 
     The database must be prepared first (`prepare_database`).
@@ -346,6 +385,13 @@ async def serve(settings: Settings) -> None:
         except BaseException:
             server.close()
             raise
+        try:
+            http = await start_http(store, settings)
+        except BaseException:
+            server.close()
+            if managesieve is not None:  # no connection yet: returns at once
+                await managesieve.close(settings.shutdown_timeout)
+            raise
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -358,6 +404,8 @@ async def serve(settings: Settings) -> None:
         log.info("shutting down: no new connections; finishing deliveries in flight "
                  "(up to %.0f s)", settings.shutdown_timeout)
         server.close()
+        if http is not None:
+            await http.close()
         managesieve_closed = asyncio.create_task(
             managesieve.close(settings.shutdown_timeout) if managesieve is not None
             else asyncio.sleep(0))
@@ -373,7 +421,7 @@ async def serve(settings: Settings) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         _unlink_sockets(settings.lmtp_listen, settings.managesieve_listen,
-                        settings.managesieve_tls_listen)
+                        settings.managesieve_tls_listen, settings.http_listen)
     finally:
         await store.dispose()
     log.info("stopped")

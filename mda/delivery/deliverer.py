@@ -48,7 +48,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from mda import replies
+from mda import metrics, replies
 from mda.config import Settings
 from mda.delivery.errors import reply_for
 from mda.delivery.headers import (
@@ -354,6 +354,8 @@ class Deliverer:
                 user_address=facts.user.address, rcpt=rcpt, mail_from=transaction.mail_from,
                 settings=self.settings, now=transaction.received_at,
                 queue_id=transaction.queue_id)
+        for problem in plan.problems:  # each evaluation's problems once, recorded or not
+            metrics.sieve_problem(problem.kind)
         return plan
 
     def _default_mailbox(self, plan: _Plan, facts: _Facts, host: DeliveryHost) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mda import replies
+from mda import metrics, replies
 from mda.delivery import Deliverer, RecipientOutcome, Transaction
 from mda.lmtp.chunking import ChunkedMessage
 
@@ -189,8 +189,10 @@ class DeliveryHandler:
             log.exception("%s: internal error checking rcpt=<%s>", queue_id, address)
             rejection = replies.temporary_failure(address)
         if rejection is not None:
+            result = rcpt_result(rejection)
+            metrics.recipient_outcome(result, "rcpt")
             log.info("%s: rcpt=<%s> result=%s at=RCPT reply=\"%s %s\"", queue_id, address,
-                     rcpt_result(rejection), rejection.code, rejection.enhanced)
+                     result, rejection.code, rejection.enhanced)
             return rejection.line()
         reply = replies.rcpt_ok(address).line()  # before changing the envelope
         envelope.rcpt_tos.append(address)

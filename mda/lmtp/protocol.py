@@ -53,7 +53,7 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import syntax
 
-from mda import replies
+from mda import metrics, replies
 from mda.lmtp.chunking import BdatSyntaxError, ChunkedMessage, parse_bdat, skip_chunk
 from mda.lmtp.data import ReceivedMessage, read_message
 from mda.lmtp.handler import (
@@ -244,6 +244,7 @@ class LMTPProtocol(LMTP):
         if self.transport is None or self.transport.is_closing():
             return
         line = replies.service_closing(self.hostname).line()
+        metrics.lmtp_replies((line,))
         self.transport.write(line.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
         self.transport.close()
 
@@ -274,10 +275,12 @@ class LMTPProtocol(LMTP):
         if isinstance(status, str):
             status = replies.with_enhanced_code(replies.printable(status)).encode(
                 "utf-8", "replace")
+        metrics.lmtp_replies((status,))
         await super().push(status)
 
     async def _write_lines(self, lines: Sequence[str]) -> None:
         """Write several reply lines in one go (CRLF after each) and wait for the buffer."""
+        metrics.lmtp_replies(lines)
         self._writer.write(b"".join(replies.printable(line).encode("utf-8", "replace") + b"\r\n"
                                     for line in lines))
         await self._writer.drain()
@@ -548,7 +551,9 @@ class LMTPProtocol(LMTP):
     def _log_outcomes(self, queue_id: str, recipients: Sequence[str], result: DataResult,
                       answers: Sequence[Reply], elapsed_ms: float) -> None:
         """One log line per recipient: queue id, recipient, result, mailboxes, ms, reply.
-        A recipient given again in the same transaction is logged `result=duplicate`."""
+        A recipient given again in the same transaction is logged `result=duplicate`. The
+        same results, and the transaction's time, go to `mda.metrics`."""
+        metrics.delivery_finished(elapsed_ms / 1000)
         outcomes = list(result.outcomes) if isinstance(result, Delivered) else []
         seen: set[str] = set()
         for index, (rcpt, answer) in enumerate(zip(recipients, answers)):
@@ -564,6 +569,7 @@ class LMTPProtocol(LMTP):
             else:
                 what = "too_big" if isinstance(result, TooBig) else "error"
                 mailboxes, ms = (), elapsed_ms
+            metrics.recipient_outcome(what, "data")
             log.info("%s: rcpt=<%s> result=%s mailboxes=%s ms=%.1f reply=\"%s %s\"",
                      queue_id, rcpt, what, ",".join(mailboxes) or "-", ms,
                      answer.code, answer.enhanced)

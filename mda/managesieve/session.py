@@ -37,7 +37,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mda import __version__
+from mda import __version__, metrics
 from mda.config import Settings
 from mda.delivery.outbound import outbound_warnings
 from mda.managesieve import sasl
@@ -416,6 +416,7 @@ class Session:
         if context.throttle.blocked(self.peer.address):
             log.warning("ManageSieve %s: login for %r refused: too many failed logins",
                         self.peer.description, credentials.authcid)
+            metrics.managesieve_login("throttled")
             await context.sleep(settings.managesieve_auth_failure_delay)
             raise CommandError("too many failed logins; try again later", _code("TRYLATER"))
         user_id, address = await self._verify(credentials)
@@ -423,6 +424,7 @@ class Session:
             context.throttle.failed(self.peer.address)
             log.warning("ManageSieve %s: failed login for %r", self.peer.description,
                         credentials.authcid)
+            metrics.managesieve_login("failed")
             await context.sleep(settings.managesieve_auth_failure_delay)
             raise CommandError("authentication failed")
         self.state = State.AUTH
@@ -430,6 +432,7 @@ class Session:
         self.address = address
         log.info("ManageSieve %s: login %s%s", self.peer.description, address,
                  " (TLS)" if self.tls else "")
+        metrics.managesieve_login("ok")
         # RFC 5804 §2.1: capabilities are re-sent only after a SASL security layer; PLAIN
         # and LOGIN have none.
         return self._ok("Logged in")
