@@ -35,6 +35,7 @@ DEBIAN_TEST_TOOLS = {
     "sieve-connect": "sieve-connect",
     "doveadm": "dovecot-core",
     "postfix": "postfix",
+    "docker-compose": "docker-compose",
 }
 
 # debconf answers set before installing, so that apt asks nothing and sets up no system

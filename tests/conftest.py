@@ -77,6 +77,18 @@ def require_tool() -> Callable[[str], str]:
 PG_ADMIN_DSN = os.environ.get("MDA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+async def pg_admin(sql: str) -> None:
+    """Run one statement (CREATE/DROP DATABASE ...) as the administrator of
+    MDA_TEST_PG_DSN."""
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """SQLAlchemy URL of a new, empty PostgreSQL database, dropped after the test.
@@ -91,16 +103,9 @@ def pg_url() -> Iterator[str]:
     import asyncpg
     from sqlalchemy.engine import make_url
 
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     name = f"mda_test_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         if IN_CI and "MDA_TEST_PG_DSN" in os.environ:
             pytest.fail(f"PostgreSQL at MDA_TEST_PG_DSN is unreachable: {exc}")
@@ -109,4 +114,4 @@ def pg_url() -> Iterator[str]:
         yield make_url(PG_ADMIN_DSN).set(drivername="postgresql+asyncpg", database=name) \
             .render_as_string(hide_password=False)
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
