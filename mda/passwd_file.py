@@ -107,6 +107,7 @@ def parse_passwd_file(data: bytes, *, domain: str | None = None) -> PasswdFile:
     """
     parsed = PasswdFile()
     seen: dict[str, int] = {}
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark some editors write
     for number, raw in enumerate(data.split(b"\n"), start=1):
         try:
             line = raw.removesuffix(b"\r").decode("utf-8")

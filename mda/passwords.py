@@ -89,6 +89,10 @@ class PasswordSchemeError(ValueError):
     """
 
 
+MAX_PASSWORD = 1024
+"""Octets a new password may have (UTF-8); far beyond any real one, and it bounds the work."""
+
+
 def hash_password(password: str) -> str:
     """Hash a new password with argon2id (RFC 9106) in Dovecot's form.
 
@@ -101,11 +105,19 @@ def hash_password(password: str) -> str:
         `{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=4$<salt>$<hash>` with a fresh random salt.
 
     Raises:
-        ValueError: the password is empty or is not encodable as UTF-8 (lone surrogates).
+        ValueError: the password is empty, holds a NUL (SASL PLAIN, RFC 4616 §2, could never
+            carry it), is longer than `MAX_PASSWORD` octets, or is not encodable as UTF-8
+            (lone surrogates).
     """
     if not password:
         raise ValueError("empty password")
-    return "{" + CURRENT_SCHEME + "}" + _HASHER.hash(_utf8(password))
+    if "\0" in password:
+        raise ValueError("the password holds a NUL character, which SASL PLAIN cannot carry "
+                         "(RFC 4616 §2)")
+    encoded = _utf8(password)
+    if len(encoded) > MAX_PASSWORD:
+        raise ValueError(f"password longer than {MAX_PASSWORD} octets")
+    return "{" + CURRENT_SCHEME + "}" + _HASHER.hash(encoded)
 
 
 def verify_password(stored: str, password: str) -> bool:

@@ -117,3 +117,8 @@ def test_first_bad_line_is_named(data: bytes, line: int, reason: str) -> None:
 def test_empty_file_has_no_entries() -> None:
     assert parse_passwd_file(b"").entries == []
     assert parse_passwd_file(b"# only a comment\n\n").entries == []
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_address() -> None:
+    parsed = parse_passwd_file(b"\xef\xbb\xbfbom@example.org:{PLAIN}p\n")
+    assert [e.address for e in parsed.entries] == ["bom@example.org"]

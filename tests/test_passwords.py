@@ -210,8 +210,21 @@ def test_passwords_that_cannot_match() -> None:
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(password=st.text(min_size=1, max_size=40), other=st.text(min_size=1, max_size=40))
+@given(password=st.text(st.characters(blacklist_characters="\0"), min_size=1, max_size=40),
+       other=st.text(min_size=1, max_size=40))
 def test_round_trip_for_any_unicode_password(password: str, other: str) -> None:
     stored = hash_password(password)
     assert verify_password(stored, password)
     assert verify_password(stored, other) == (other == password)
+
+
+@pytest.mark.parametrize(("password", "reason"), [
+    ("", "empty password"),
+    ("a\0b", "NUL character"),
+    ("x" * 1025, "longer than 1024 octets"),
+    ("\u00e9" * 513, "longer than 1024 octets"),  # 1026 octets in UTF-8
+])
+def test_new_passwords_that_could_never_log_in_are_refused(password: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        hash_password(password)
+    assert verify_password(hash_password("x" * 1024), "x" * 1024)
