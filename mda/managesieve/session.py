@@ -410,23 +410,33 @@ class Session:
         return await self._login(step)
 
     async def _login(self, credentials: sasl.Credentials) -> Reply:
-        """Check the credentials; failures are delayed and counted per peer address."""
+        """Check the credentials; failures are delayed and counted per peer address.
+
+        The attempt counts as a failure from the moment it starts (`LoginThrottle.begin`),
+        so parallel connections cannot check more than the allowed number of passwords.
+        """
         context = self.context
         settings = context.settings
-        if context.throttle.blocked(self.peer.address):
+        throttle, key = context.throttle, self.peer.address
+        if not throttle.begin(key):
             log.warning("ManageSieve %s: login for %r refused: too many failed logins",
                         self.peer.description, credentials.authcid)
             metrics.managesieve_login("throttled")
             await context.sleep(settings.managesieve_auth_failure_delay)
             raise CommandError("too many failed logins; try again later", _code("TRYLATER"))
-        user_id, address = await self._verify(credentials)
+        try:
+            user_id, address = await self._verify(credentials)
+        except BaseException:
+            throttle.cancelled(key)
+            raise
         if user_id is None or address is None:
-            context.throttle.failed(self.peer.address)
+            throttle.failed(key)
             log.warning("ManageSieve %s: failed login for %r", self.peer.description,
                         credentials.authcid)
             metrics.managesieve_login("failed")
             await context.sleep(settings.managesieve_auth_failure_delay)
             raise CommandError("authentication failed")
+        throttle.succeeded(key)
         self.state = State.AUTH
         self.user_id = user_id
         self.address = address

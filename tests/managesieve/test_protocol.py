@@ -538,6 +538,26 @@ async def test_failed_logins_are_delayed_then_throttled(sieve_server,
     assert ALICE_PASSWORD not in server.log_text()
 
 
+async def test_parallel_wrong_passwords_check_at_most_max_failures(
+        sieve_server, open_wire: OpenWire) -> None:
+    """50 connections from one address try at once: in-flight attempts count against the
+    limit, so 10 passwords are checked and the other 40 get TRYLATER without a check."""
+    server = sieve_server(MDA_MANAGESIEVE_AUTH_FAILURE_DELAY="0.5",
+                          MDA_MANAGESIEVE_AUTH_MAX_FAILURES="10",
+                          MDA_MANAGESIEVE_AUTH_FAILURE_WINDOW="300")
+    wires = [await open_wire(server) for _ in range(50)]
+    replies = await asyncio.gather(*(wire.login(ALICE, f"wrong {n}")
+                                     for n, wire in enumerate(wires)))
+    texts = sorted(reply.raw for reply in replies)
+    assert texts.count(no("authentication failed")) == 10, texts
+    assert texts.count(no("too many failed logins; try again later", "TRYLATER")) == 40
+    deadline = time.monotonic() + 10  # the log is read by a thread: let it catch up
+    while server.log_text().count("failed login for") < 10 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert server.log_text().count("failed login for") == 10
+    assert server.log_text().count("refused: too many failed logins") == 40
+
+
 async def test_login_is_logged(sieve_server, open_wire: OpenWire) -> None:
     server = sieve_server()
     await open_wire(server, login=BOB)

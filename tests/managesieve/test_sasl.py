@@ -128,3 +128,21 @@ def test_throttle_forgets_the_oldest_peer_beyond_its_capacity() -> None:
     for peer in ("a", "b", "c"):
         throttle.failed(peer)
     assert [throttle.blocked(p) for p in ("a", "b", "c")] == [False, True, True]
+
+
+def test_throttle_counts_attempts_in_flight() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(3, 60, clock=clock)
+    assert [throttle.begin("p") for _ in range(4)] == [True, True, True, False]
+    assert throttle.in_flight("p") == 3 and throttle.failures("p") == 0
+    throttle.succeeded("p")
+    throttle.cancelled("p")
+    assert throttle.in_flight("p") == 1 and not throttle.blocked("p")
+    assert throttle.begin("p") and throttle.begin("p")
+    assert not throttle.begin("p")
+    for _ in range(3):
+        throttle.failed("p")
+    assert (throttle.in_flight("p"), throttle.failures("p")) == (0, 3)
+    assert not throttle.begin("p")
+    clock.now += 61
+    assert throttle.begin("p")
