@@ -34,7 +34,7 @@ import enum
 import ipaddress
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
 from mda import __version__, metrics
@@ -51,7 +51,7 @@ from mda.sieve_config import sieve_limits
 from mda.store import (AlreadyExists, InvalidInput, InvalidScriptName, ScriptActive,
                        ScriptNotFound, Store, StoreError, StoreUnavailable, UserNotFound,
                        activate_script, deactivate_scripts, delete_script, find_user,
-                       get_script, normalize_script_name, rename_script,
+                       get_script, normalize_address, normalize_script_name, rename_script,
                        set_password_hash)
 from mda.store.errors import ScriptQuotaExceeded
 from mda.store.scripts import (ScriptQuota, check_script_quota, list_script_names, put_script,
@@ -410,14 +410,14 @@ class Session:
         return await self._login(step)
 
     async def _login(self, credentials: sasl.Credentials) -> Reply:
-        """Check the credentials; failures are delayed and counted per peer address.
+        """Check the credentials; failures are delayed and counted (`_throttle_key`).
 
         The attempt counts as a failure from the moment it starts (`LoginThrottle.begin`),
         so parallel connections cannot check more than the allowed number of passwords.
         """
         context = self.context
         settings = context.settings
-        throttle, key = context.throttle, self.peer.address
+        throttle, key = context.throttle, self._throttle_key(credentials.authcid)
         if not throttle.begin(key):
             log.warning("ManageSieve %s: login for %r refused: too many failed logins",
                         self.peer.description, credentials.authcid)
@@ -446,6 +446,21 @@ class Session:
         # RFC 5804 §2.1: capabilities are re-sent only after a SASL security layer; PLAIN
         # and LOGIN have none.
         return self._ok("Logged in")
+
+    def _throttle_key(self, login: str) -> Hashable:
+        """What failed logins are counted against.
+
+        A remote peer: its address. A loopback or unix-socket peer: its address and the
+        login name (domain lower-cased), because a webmail on this machine speaks for all
+        its users from one address, and one user's typos must not lock out the others.
+        """
+        if not self.peer.loopback:
+            return self.peer.address
+        try:
+            name = normalize_address(login)
+        except InvalidInput:
+            name = login
+        return self.peer.address, name
 
     async def _verify(self, credentials: sasl.Credentials) -> tuple[int | None, str | None]:
         """The user's (id, address) when the password matches, else (None, None)."""

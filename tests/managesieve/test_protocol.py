@@ -530,10 +530,13 @@ async def test_failed_logins_are_delayed_then_throttled(sieve_server,
     assert (await wire.login(ALICE, ALICE_PASSWORD)).raw == no(
         "too many failed logins; try again later", "TRYLATER")
     assert time.monotonic() - started >= 0.4
+    # From loopback (a webmail on this machine) the count is per login name: Alice is
+    # blocked under any spelling of her domain, Bob is not.
     again = await open_wire(server)
-    assert (await again.login(BOB, BOB_PASSWORD)).code == "TRYLATER"
+    assert (await again.login("alice@EXAMPLE.org", ALICE_PASSWORD)).code == "TRYLATER"
+    assert (await again.login(BOB, BOB_PASSWORD)).raw == b'OK "Logged in"\r\n'
     server.wait_for_log(r"failed login for 'alice@example\.org'")
-    server.wait_for_log(r"login for 'bob@example\.org' refused: too many failed logins")
+    server.wait_for_log(r"login for 'alice@EXAMPLE\.org' refused: too many failed logins")
     assert "wrong password" not in server.log_text()
     assert ALICE_PASSWORD not in server.log_text()
 

@@ -121,6 +121,29 @@ def test_peer_classification(peername: object, loopback: bool, address: str) -> 
     assert (peer.loopback, peer.address) == (loopback, address)
 
 
+@pytest.mark.parametrize(("peer", "other_user_blocked"), [(REMOTE, True), (LOCAL, False)],
+                         ids=["remote-by-address", "loopback-by-address-and-login"])
+async def test_throttle_key(store: Store, sqlite_url: str, peer: Peer,
+                            other_user_blocked: bool) -> None:
+    """Failed logins count against the peer address, and for a loopback peer (a webmail
+    on this machine, whose users all share 127.0.0.1) against the address and login."""
+    async with store.transaction() as db:
+        await add_user(db, "ann@example.org")
+        await set_password_hash(db, "ann@example.org", "{PLAIN}ann's")
+    context = ServerContext(store, settings(sqlite_url, allow_plaintext_auth=True,
+                                            managesieve_auth_max_failures=2))
+    wrong = auth(password="wrong")
+    assert await run(Session(context, peer), wrong + wrong) == \
+        b'NO "authentication failed"\r\n' * 2
+    trylater = b'NO (TRYLATER) "too many failed logins; try again later"\r\n'
+    assert await run(Session(context, peer), auth(USER.replace("example", "EXAMPLE"))) \
+        == trylater
+    other = await run(Session(context, peer), auth("ann@example.org", "ann's"))
+    assert other == (trylater if other_user_blocked else b'OK "Logged in"\r\n')
+    stranger = Peer("192.0.2.8", "192.0.2.8:40000", loopback=False)
+    assert await run(Session(context, stranger), auth()) == b'OK "Logged in"\r\n'
+
+
 async def test_unexpected_error_is_no_and_the_session_goes_on(
         store: Store, sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
     async def broken_sleep(seconds: float) -> None:
