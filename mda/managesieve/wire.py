@@ -20,7 +20,10 @@ got that far, the command; the parser then skips to the end of that command and 
 on, so the connection stays usable:
 
 - a line longer than `max_line` (literal octets not counted) is reported as soon as the
-  limit is passed and skipped up to its CRLF;
+  limit is passed and skipped up to its CRLF. The tail of the skipped line is kept: when
+  it ends with a literal header (`{N+}` or `{N}`, N a valid number) the N octets that
+  follow are the literal's, not commands, so they are skipped too, with the rest of the
+  command after them;
 - a literal longer than `max_literal` is reported when its header arrives, and its octets
   are then read and thrown away as they come (memory stays bounded), with the rest of the
   command;
@@ -141,6 +144,8 @@ Event = Command | BadCommand | _NeedData
 
 _ATOM = re.compile(rb"[!#$%&'*+,\-./0-9:;<=>?@A-Z\[\]^_`a-z|~]+")
 _LITERAL_HEADER = re.compile(rb"\{([^}\r\n]*?)(\+?)\}")
+_LITERAL_AT_END = re.compile(rb"\{([0-9]+)\+?\}\r?\Z")
+_TAIL = 64  # octets kept of a skipped line to find a literal header (leading zeros too)
 
 
 class _Skip(enum.Enum):
@@ -179,6 +184,7 @@ class CommandParser:
         self._literal_octets = bytearray()
         self._literal_arg = 0
         self._line_length = 0  # octets of the command so far, literals not counted
+        self._skip_tail = b""  # the last octets of the line being skipped
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes received from the client."""
@@ -204,6 +210,7 @@ class CommandParser:
         self._buffer.clear()
         self._reset_command()
         self._skip = _Skip.NONE
+        self._skip_tail = b""
         return dropped
 
     def next_event(self) -> Event:
@@ -212,11 +219,12 @@ class CommandParser:
             if self._skip is _Skip.LINE:
                 end = self._buffer.find(b"\n")
                 if end < 0:
+                    self._skip_tail = (self._skip_tail + self._buffer)[-_TAIL:]
                     self._buffer.clear()
                     return NEED_DATA
+                tail = (self._skip_tail + self._buffer[:end])[-_TAIL:]
                 del self._buffer[:end + 1]
-                self._skip = _Skip.NONE
-                self._reset_command()
+                self._end_skipped_line(tail)
                 continue
             if self._skip is _Skip.LITERAL:
                 take = min(self._skip_left, len(self._buffer))
@@ -239,6 +247,7 @@ class CommandParser:
                 event = self._bad(ErrorKind.LINE_TOO_LONG,
                                   f"command line longer than {self.max_line} octets")
                 self._skip = _Skip.LINE
+                self._skip_tail = b""
                 if event is not None:
                     return event
                 continue
@@ -249,7 +258,7 @@ class CommandParser:
                 event = self._bad(ErrorKind.LINE_TOO_LONG,
                                   f"command line longer than {self.max_line} octets")
                 del self._buffer[:end + 1]
-                self._reset_command()
+                self._end_skipped_line(line[-_TAIL:])
                 if event is not None:
                     return event
                 continue
@@ -266,6 +275,24 @@ class CommandParser:
         self._line_length = 0
         self._literal_left = -1
         self._literal_octets = bytearray()
+
+    def _end_skipped_line(self, tail: bytes) -> None:
+        """A line too long to parse has been skipped up to its LF; `tail` is its end.
+
+        When it ends with a literal header the command goes on after that literal: skip
+        the literal's octets and parse the rest of the command silently (it was reported).
+        Otherwise the command is over.
+        """
+        self._skip = _Skip.NONE
+        self._skip_tail = b""
+        match = _LITERAL_AT_END.search(tail)
+        if match is None or int(match.group(1)) > MAX_NUMBER:
+            self._reset_command()
+            return
+        self._partial.silent = True
+        self._line_length = 0
+        self._skip = _Skip.LITERAL
+        self._skip_left = int(match.group(1))
 
     def _bad(self, kind: ErrorKind, detail: str, *, argument: int = 0,
              size: int = 0) -> BadCommand | None:

@@ -418,6 +418,23 @@ async def test_users_cannot_reach_each_others_scripts(sieve_server, open_wire: O
     assert b'"active": true' in listed.stdout
 
 
+async def test_literal_behind_an_overlong_line_is_not_run(sieve_server,
+                                                          open_wire: OpenWire) -> None:
+    """A line over 8192 octets ending in a literal header: the literal is the line's data,
+    skipped with it, never run as a command; the next real command works."""
+    server = sieve_server()
+    wire = await open_wire(server, login=ALICE)
+    injected = b'PUTSCRIPT "injected" "keep;"\r\n'
+    await wire.send(b'PUTSCRIPT "' + b"n" * 9000 + b'" ' + literal(injected) + b"\r\n")
+    assert (await wire.response()).raw == no("PUTSCRIPT: command line longer than 8192 "
+                                             "octets")
+    # Had the literal run, its OK would come before NOOP's answer.
+    assert (await wire.command(b'NOOP "next"\r\n')).raw == b'OK (TAG "next") "Done"\r\n'
+    assert (await wire.command(b"LISTSCRIPTS\r\n")).raw == b"OK\r\n"
+    assert (await wire.command(b'PUTSCRIPT "real" "keep;"\r\n')).raw == b"OK\r\n"
+    assert (await wire.command(b"LISTSCRIPTS\r\n")).raw == b'"real"\r\nOK\r\n'
+
+
 async def test_unauthenticate_then_log_in_as_someone_else(sieve_server,
                                                           open_wire: OpenWire) -> None:
     server = sieve_server()

@@ -252,3 +252,40 @@ def test_round_brackets_after_a_response_code_are_sent_square() -> None:
     assert encode_response("OK", ResponseCode("WARNINGS"), "zone (RFC 5260)") == \
         b'OK (WARNINGS) "zone [RFC 5260]"\r\n'
     assert encode_response("NO", None, "line 1 (RFC 5228)") == b'NO "line 1 (RFC 5228)"\r\n'
+
+
+OVERLONG_THEN_LITERAL = (b'PUTSCRIPT "' + b"n" * 300 + b'" {31+}\r\n'
+                         + b'PUTSCRIPT "injected" "keep;"\r\n' + b"\r\n" + b"NOOP\r\n")
+
+
+@pytest.mark.parametrize("piece", [len(OVERLONG_THEN_LITERAL), 1, 7, 64],
+                         ids=lambda n: f"fed-{n}-octets-at-a-time")
+def test_literal_after_an_overlong_line_is_skipped_not_run(piece: int) -> None:
+    """The literal announced at the end of a line too long to parse is the command's
+    data: it is skipped with the line, and the next command is the next real one."""
+    data = OVERLONG_THEN_LITERAL
+    assert events([data[i:i + piece] for i in range(0, len(data), piece)]) == [
+        BadCommand(ErrorKind.LINE_TOO_LONG, "command line longer than 200 octets",
+                   "PUTSCRIPT"),
+        Command((Atom("NOOP"),)),
+    ]
+
+
+def test_command_goes_on_after_the_literal_of_an_overlong_line() -> None:
+    """After the skipped literal the same command continues (more strings, another
+    literal): all of it is skipped silently."""
+    data = (b"PUTSCRIPT {300+}\r\n" + b"n" * 300 + b" " + b"x" * 250 + b" {000000000000005}\r\n"
+            + b"NOOP\n" + b' "after" {6}\r\nLOGOUT\r\n' + b"CAPABILITY\r\n")
+    assert events(data) == [
+        BadCommand(ErrorKind.LINE_TOO_LONG, "command line longer than 200 octets",
+                   "PUTSCRIPT"),
+        Command((Atom("CAPABILITY"),)),
+    ]
+
+
+@pytest.mark.parametrize("header", [b"{abc+}", b"{99999999999+}", b"{5+} x", b'"{5+}"'])
+def test_overlong_line_not_ending_in_a_valid_literal_ends_there(header: bytes) -> None:
+    assert events(b"NOOP " + b"a" * 300 + b" " + header + b"\r\nNOOP\r\n") == [
+        BadCommand(ErrorKind.LINE_TOO_LONG, "command line longer than 200 octets", "NOOP"),
+        Command((Atom("NOOP"),)),
+    ]
