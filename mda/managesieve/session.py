@@ -43,7 +43,7 @@ from mda.delivery.outbound import outbound_warnings
 from mda.managesieve import sasl
 from mda.managesieve.throttle import LoginThrottle
 from mda.managesieve.wire import (Atom, BadCommand, Command, ErrorKind, ResponseCode, Token,
-                                  encode_line, encode_response, encode_string)
+                                  encode_line, encode_response, encode_string, printable)
 from mda.passwords import (PasswordSchemeError, hash_password, needs_rehash, verify_password,
                            verify_unknown_user)
 from mda.sieve import Program, SieveCompileError, capabilities, compile_cached
@@ -347,8 +347,13 @@ class Session:
         return Reply(self.capability_lines() + encode_response("OK"))
 
     async def _cmd_noop(self, tag: Token | None = None) -> Reply:
-        """RFC 5804 §2.13: `OK (TAG "x")` echoes the tag."""
-        return self._ok("Done", ResponseCode("TAG", _text(tag)) if tag is not None else None)
+        """RFC 5804 §2.13: `OK (TAG "x")` echoes the tag; a tag holding a control
+        character (NUL, CR, ESC ...) is refused rather than echoed."""
+        if tag is None:
+            return self._ok("Done")
+        if printable(_text(tag)) != _text(tag):
+            raise CommandError("NOOP: the tag must not contain control characters")
+        return self._ok("Done", ResponseCode("TAG", _text(tag)))
 
     async def _cmd_logout(self) -> Reply:
         """RFC 5804 §2.3: OK, then the server closes the connection."""

@@ -489,6 +489,19 @@ class ResponseCode:
 
 
 _BRACKETS_AFTER_CODE = str.maketrans("()", "[]")
+# C0 controls, DEL, C1 controls, and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """`text` with every control character written as an escape (`\\x00`, `\\u2028`).
+
+    Human-readable response texts often quote what the client sent (a compiler error
+    naming an unknown token); a NUL, an escape sequence or a line break from the client
+    must not reach the user's screen or log raw.
+    """
+    return _CONTROL.sub(lambda m: (f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                                   else f"\\u{ord(m.group()):04x}"), text)
 
 
 def encode_response(status: str, code: ResponseCode | None = None,
@@ -498,8 +511,9 @@ def encode_response(status: str, code: ResponseCode | None = None,
     Args:
         status: `OK`, `NO` or `BYE`.
         code: an optional response code.
-        text: optional human-readable text (sent quoted or, when it holds CR/LF or is
-            long, as a literal). After a response code its round brackets are sent as
+        text: optional human-readable text (sent quoted or, when it is long, as a
+            literal); control characters in it are escaped (`printable`), so it is one
+            line. After a response code its round brackets are sent as
             square ones: the PyPI `managesieve` client takes the code up to the *last* `)`
             of the line, so `OK (WARNINGS) "... (RFC 5260 §4.1)"` would reach its caller
             as a mangled code and no text.
@@ -518,7 +532,7 @@ def encode_response(status: str, code: ResponseCode | None = None,
         if text is not None:
             text = text.translate(_BRACKETS_AFTER_CODE)
     if text is not None:
-        out += b" " + encode_string(text)
+        out += b" " + encode_string(printable(text))
     return out + b"\r\n"
 
 
@@ -560,5 +574,5 @@ def encode_command(name: str, *args: str | int) -> bytes:
 __all__ = [
     "NEED_DATA", "Atom", "BadCommand", "Command", "CommandParser", "ErrorKind", "Event",
     "ResponseCode", "String", "Token", "encode_command", "encode_line", "encode_response",
-    "encode_string",
+    "encode_string", "printable",
 ]

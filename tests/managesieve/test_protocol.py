@@ -130,6 +130,12 @@ MALFORMED = [
     ("auth", b'DELETESCRIPT "ab\xff"\r\n', no("DELETESCRIPT: argument 1: not UTF-8 at octet 2")),
     ("auth", b'PUTSCRIPT "a" {6+}\r\nkeep;\xff\r\n',
      no("script is not UTF-8 at octet 5 (RFC 5228 §2.2)")),
+    # control characters from the client are escaped in the text, never echoed raw
+    ("auth", b"CHECKSCRIPT {6+}\r\nkeep;\0\r\n", no("line 1, column 6: unknown token \\x00")),
+    ("auth", b"CHECKSCRIPT {9+}\r\nkeep;\x1b[2J\r\n",
+     no("line 1, column 6: unknown token \\x1b[2J")),
+    ("nonauth", b"NOOP {2+}\r\na\0\r\n", no("NOOP: the tag must not contain control characters")),
+    ("auth", b"NOOP {3+}\r\na\r\n\r\n", no("NOOP: the tag must not contain control characters")),
     # names RFC 5804 §1.6 refuses
     ("auth", b'PUTSCRIPT {3+}\r\na\x01b "keep;"\r\n',
      no("invalid script name: script name 'a\\x01b' contains a control character")),

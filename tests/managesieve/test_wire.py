@@ -209,8 +209,12 @@ def test_encode_string(text: str, wire: bytes) -> None:
      b"NO (NONEXISTENT) \"no script 'x'\"\r\n"),
     (("OK", ResponseCode("TAG", "t 1"), "Done"), b'OK (TAG "t 1") "Done"\r\n'),
     (("NO", ResponseCode("QUOTA/MAXSIZE")), b"NO (QUOTA/MAXSIZE)\r\n"),
+    # Control characters in a text are escaped: it stays one printable line.
     (("OK", ResponseCode("WARNINGS"), "line 1\r\nline 2"),
-     b"OK (WARNINGS) {14}\r\nline 1\r\nline 2\r\n"),
+     b'OK (WARNINGS) "line 1\\\\x0d\\\\x0aline 2"\r\n'),
+    (("NO", None, "unknown token \x00\x1b[2J\u2028\x85"),
+     b'NO "unknown token \\\\x00\\\\x1b[2J\\\\u2028\\\\x85"\r\n'),
+    (("NO", None, "x" * 1021 + "\x00"), b"NO {1025}\r\n" + b"x" * 1021 + b"\\x00\r\n"),
     (("BYE", None, "idle timeout"), b'BYE "idle timeout"\r\n'),
 ])
 def test_encode_response(args: tuple, wire: bytes) -> None:
