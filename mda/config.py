@@ -129,6 +129,12 @@ class Settings(BaseSettings):
         "and record an error)")
     submission_timeout: float = Field(
         default=30.0, gt=0, description="seconds each SMTP step of a submission may take")
+    submission_budget: float = Field(
+        default=60.0, gt=0,
+        description="seconds, counted from the end of DATA, that all submissions of one LMTP "
+        "transaction may take together; once spent, recipients still waiting to redirect or "
+        "notify get 451 4.3.0 at once (keep it well under the MTA's LMTP reply timeout, "
+        "Postfix lmtp_data_done_timeout)")
     redirect_envelope_sender: str = Field(
         default="sender",
         description='MAIL FROM of a redirect: "sender" (the original envelope sender), '

@@ -20,8 +20,10 @@ Per LMTP transaction (`Deliverer.deliver`):
       header prefix (each copy as editheader left it), flags, UIDs, quota (conditional
       UPDATE), then the submissions, then the duplicate-tracking records (RFC 7352),
       redirect and vacation records and the error log. A redirect or notification the
-      MTA does not take rolls it all back (451 4.3.0); a failed vacation reply is only
-      logged. `mda.delivery.outbound` explains the order;
+      MTA does not take for now rolls it all back (451 4.3.0, the reason logged and
+      recorded); one it refuses for good (5xx) is a run-time error that restores the
+      implicit keep; a failed vacation reply is only logged. All submissions of the
+      transaction share `MDA_SUBMISSION_BUDGET`. `mda.delivery.outbound` explains it all;
    f. the reply is 250 only after that transaction committed (RFC 2033 §4.2).
 
 The default mailbox (keep, the implicit keep) is INBOX; with `MDA_SAVE_TO_DETAIL_MAILBOX`
@@ -44,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -59,6 +60,7 @@ from mda.delivery.headers import (
 )
 from mda.delivery.host import DeliveryHost
 from mda.delivery.outbound import (
+    OutboundSession,
     Pending,
     make_submitter,
     outbound_kinds,
@@ -119,7 +121,6 @@ from mda.store.blobs import drop_blob_if_unreferenced, store_blob
 from mda.store.messages import is_valid_flag
 from mda.store.vacation import (
     claim_vacation_reply,
-    forget_vacation_reply,
     record_vacation_reply,
     vacation_replied,
 )
@@ -173,6 +174,7 @@ class _Plan:
     sent: list[Pending] = field(default_factory=list)  # taken by the MTA
     default_mailbox: str = INBOX
     default_create: bool = False  # create default_mailbox if missing (detail mailbox)
+    restore_keep: bool = False  # a submission was refused for good: keep (RFC 5228 §2.10.6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +202,18 @@ class _SharedBlob:
             async with self.store.transaction() as session:
                 self.id = await store_blob(session, self.data)
         return self.id
+
+    async def ensure_in(self, session: Session) -> bool:
+        """Store the bytes in the caller's transaction unless stored already; True when
+        stored now (the caller calls `forget` if that transaction rolls back)."""
+        if self.id is not None:
+            return False
+        self.id = await store_blob(session, self.data)
+        return True
+
+    def forget(self) -> None:
+        """The transaction `ensure_in` stored the bytes in rolled back."""
+        self.id = None
 
     async def release_if_unused(self, queue_id: str) -> None:
         """Delete the blob if no copy refers to it (every recipient rejected or failed)."""
@@ -296,11 +310,16 @@ class Deliverer:
             return [self._failed(transaction, rcpt, exc, started)
                     for rcpt in transaction.recipients]
         blob = _SharedBlob(self.store, data)
+        outbound = OutboundSession(self.submitter, self.settings.submission_budget) \
+            if self.submitter is not None else None
         outcomes = []
         try:
             for rcpt in transaction.recipients:
-                outcomes.append(await self._deliver_one(transaction, rcpt, message, blob))
+                outcomes.append(await self._deliver_one(transaction, rcpt, message, blob,
+                                                        outbound))
         finally:
+            if outbound is not None:
+                await asyncio.shield(outbound.close())
             await asyncio.shield(blob.release_if_unused(transaction.queue_id))
         return outcomes
 
@@ -311,7 +330,8 @@ class Deliverer:
         return RecipientOutcome(rcpt, reply, result, (), _ms_since(started))
 
     async def _deliver_one(self, transaction: Transaction, rcpt: str, message: Message,
-                           blob: _SharedBlob) -> RecipientOutcome:
+                           blob: _SharedBlob, outbound: OutboundSession | None
+                           ) -> RecipientOutcome:
         started = time.monotonic()
         try:
             plan = await self._plan(transaction, rcpt, message)
@@ -321,7 +341,7 @@ class Deliverer:
                                         "rejected", (), _ms_since(started))
             await self._drop_already_sent(plan, transaction, rcpt)
             if plan.targets or plan.pending:
-                stored = await self._store(transaction, rcpt, plan, blob)
+                stored = await self._store(transaction, rcpt, plan, blob, outbound)
             else:
                 stored = ()
                 await self._commit_without_copies(plan, transaction)
@@ -533,21 +553,26 @@ class Deliverer:
                     kept.append(pending)
         plan.pending = kept
 
-    async def _connect(self, plan: _Plan, stack: AsyncExitStack, transaction: Transaction,
-                       rcpt: str) -> SubmissionConnection | None:
-        """Open the SMTP session for `plan.pending` before the write transaction starts.
+    @staticmethod
+    async def _connect(plan: _Plan, outbound: OutboundSession | None,
+                       transaction: Transaction, rcpt: str) -> SubmissionConnection | None:
+        """The transaction's SMTP session for `plan.pending`, opened (if need be) before
+        the write transaction starts.
 
         Raises:
-            SubmissionError: the MTA cannot be reached and a redirect or notification is
-                pending (a pending vacation reply alone is logged and dropped instead).
+            SubmissionError: the MTA cannot be reached or the submission budget is spent,
+                and a redirect or notification is pending (its message names them; a
+                pending vacation reply alone is logged and dropped instead).
         """
-        if not plan.pending or self.submitter is None:
+        if not plan.pending or outbound is None:
             return None
         try:
-            return await stack.enter_async_context(self.submitter.connect())
+            return await outbound.connection()
         except SubmissionError as exc:
-            if any(p.vacation is None for p in plan.pending):
-                raise
+            needed = [p for p in plan.pending if p.vacation is None]
+            if needed:
+                raise SubmissionError(f"{'; '.join(p.describe() for p in needed)} not sent: "
+                                      f"{exc}") from None
             for pending in plan.pending:
                 log.warning("%s: <%s>: %s dropped: %s", transaction.queue_id, rcpt,
                             pending.describe(), exc)
@@ -555,7 +580,8 @@ class Deliverer:
             return None
 
     async def _store(self, transaction: Transaction, rcpt: str, plan: _Plan,
-                     blob: _SharedBlob) -> tuple[str, ...]:
+                     blob: _SharedBlob, outbound: OutboundSession | None
+                     ) -> tuple[str, ...]:
         """Store the copies, send the pending messages, and write the duplicate, redirect
         and vacation records and the problems, in one transaction (see
         `mda.delivery.outbound` for the order); returns the mailbox names stored into.
@@ -564,51 +590,72 @@ class Deliverer:
             QuotaExceeded, StoreUnavailable, StoreError: nothing was stored or recorded;
                 nothing was sent either, unless the failure came after the submissions
                 (the commit itself: the duplicate-on-retry window of `mda.delivery.outbound`).
-            SubmissionError: a redirect or notification was not taken by the MTA; nothing
-                was stored or recorded (messages sent before it in this call were sent).
+            SubmissionError: a redirect or notification was not taken by the MTA for now
+                (temporary); nothing was stored, the reason is recorded in the user's error
+                log (messages sent before it in this call were sent, and their redirect
+                records are written).
         """
         if any(target.message is None for target in plan.targets.values()):
             await blob.ensure()
+        blob_stored_here = False
         try:
-            async with AsyncExitStack() as stack:
-                connection = await self._connect(plan, stack, transaction, rcpt)
-                async with self.store.transaction() as session:
-                    stored = await self._copies(session, transaction, rcpt, plan, blob)
-                    await self._send(session, connection, plan, transaction, rcpt)
-                    await self._record(session, plan, transaction, plan.sent)
-        except StoreError:
-            await self._record_problems(plan, transaction.queue_id)
-            raise
-        except SubmissionError:
-            await self._record_sent_redirects(plan, transaction, rcpt)
+            connection = await self._connect(plan, outbound, transaction, rcpt)
+            async with self.store.transaction() as session:
+                stored = await self._copies(session, transaction, rcpt, plan, blob,
+                                            plan.targets)
+                await self._send(session, connection, plan, transaction, rcpt)
+                if plan.restore_keep and plan.default_mailbox not in plan.targets:
+                    blob_stored_here = await blob.ensure_in(session)
+                    keep = {plan.default_mailbox: _Target(frozenset(), plan.default_create)}
+                    plan.targets.update(keep)
+                    stored += await self._copies(session, transaction, rcpt, plan, blob, keep)
+                await self._record(session, plan, transaction, plan.sent)
+        except Exception as exc:
+            if blob_stored_here:
+                blob.forget()
+            await self._after_failure(plan, transaction, rcpt, exc)
             raise
         return stored
 
-    async def _record_sent_redirects(self, plan: _Plan, transaction: Transaction,
-                                     rcpt: str) -> None:
-        """After a failed submission rolled the delivery back, record the redirects that
-        were sent before it (own transaction), so the MTA's retry does not send them
-        again. Best effort: a failure here is logged (the retry then sends them twice)."""
+    async def _after_failure(self, plan: _Plan, transaction: Transaction, rcpt: str,
+                             exc: Exception) -> None:
+        """After the recipient's transaction rolled back, in one small transaction of its
+        own: the records of the redirects sent before the failure (so the MTA's retry does
+        not send them again), and the Sieve problems, with a failed submission's reason
+        added (so `mda sieve errors` explains the 451). Best effort: a failure here is
+        logged (the retry then sends those redirects twice)."""
         done = [p for p in plan.sent if p.redirect_key is not None]
-        if not done:
+        problems = list(plan.problems) if isinstance(exc, StoreError) else []
+        if isinstance(exc, SubmissionError):
+            problems.append(_Problem("runtime", f"{exc}; the message was not delivered "
+                                     "yet (451 4.3.0), the MTA will retry"))
+        if not done and not problems:
             return
         now = transaction.received_at
         try:
             async with self.store.transaction() as session:
-                await record_duplicates(session, plan.user.id,
-                                        [(p.redirect_key, redirect_expiry(self.settings, now))
-                                         for p in done], now)
+                if done:
+                    await record_duplicates(
+                        session, plan.user.id,
+                        [(p.redirect_key, redirect_expiry(self.settings, now)) for p in done],
+                        now)
+                for problem in problems:
+                    await record_sieve_error(session, plan.user.id, kind=problem.kind,
+                                             message=problem.message,
+                                             script_name=plan.script_name,
+                                             queue_id=transaction.queue_id)
         except Exception:
-            log.warning("%s: <%s>: could not record the redirects already sent",
-                        transaction.queue_id, rcpt, exc_info=True)
+            log.warning("%s: <%s>: could not record the redirects already sent or the Sieve "
+                        "errors", transaction.queue_id, rcpt, exc_info=True)
 
     async def _copies(self, session: Session, transaction: Transaction, rcpt: str,
-                      plan: _Plan, blob: _SharedBlob) -> tuple[str, ...]:
-        """Write the stored copies (quota charged); returns the mailbox names."""
+                      plan: _Plan, blob: _SharedBlob, targets: dict[str, _Target]
+                      ) -> tuple[str, ...]:
+        """Write the copies of `targets` (quota charged); returns the mailbox names."""
         # Edited versions (editheader) get their own blob, once per version.
         versions: dict[int, tuple[int, bytes]] = {}
         stored = []
-        for name, target in plan.targets.items():
+        for name, target in targets.items():
             if target.message is None:
                 blob_id, data = blob.id, blob.data
             else:
@@ -634,33 +681,48 @@ class Deliverer:
     async def _send(self, session: Session, connection: SubmissionConnection | None,
                     plan: _Plan, transaction: Transaction, rcpt: str) -> None:
         """Submit the pending messages once the copies are written; those sent are added
-        to `plan.sent`.
+        to `plan.sent`. A redirect or notification refused for good (5xx) is a run-time
+        error: recorded in `plan.problems`, its claimed record released, and
+        `plan.restore_keep` set; a refused vacation reply is logged and dropped.
 
         Raises:
-            SubmissionError: a redirect or notification failed (the caller rolls back).
+            SubmissionError: a redirect or notification failed for now (temporary; the
+                caller rolls back); its message names the message and the reason.
         """
         if connection is None or not plan.pending:
             return
         await session.flush()  # the copies and quota are written before anything leaves
         for pending in plan.pending:
-            if not await self._claim(session, plan, pending, transaction.received_at):
-                log.info("%s: <%s>: %s not sent: already sent within its period",
-                         transaction.queue_id, rcpt, pending.describe())
-                continue
-            try:
-                await connection.send(pending.message)
-            except SubmissionError as exc:
-                if pending.vacation is None:
-                    log.warning("%s: <%s>: %s failed: %s", transaction.queue_id, rcpt,
-                                pending.describe(), exc)
-                    raise
-                await forget_vacation_reply(session, plan.user.id, pending.vacation.handle,
-                                            pending.vacation.sender)
-                log.warning("%s: <%s>: %s dropped: %s", transaction.queue_id, rcpt,
-                            pending.describe(), exc)
-                continue
+            async with session.begin_nested() as savepoint:  # the claim, released on refusal
+                if not await self._claim(session, plan, pending, transaction.received_at):
+                    log.info("%s: <%s>: %s not sent: already sent within its period",
+                             transaction.queue_id, rcpt, pending.describe())
+                    continue
+                try:
+                    await connection.send(pending.message)
+                except SubmissionError as exc:
+                    if pending.vacation is None and not exc.permanent:
+                        raise SubmissionError(f"{pending.describe()} not sent: {exc}") from None
+                    if not exc.accepted:
+                        await savepoint.rollback()
+                    self._refused(plan, pending, exc, transaction.queue_id, rcpt)
+                    if not exc.accepted:
+                        continue
             log.info("%s: <%s>: %s sent", transaction.queue_id, rcpt, pending.describe())
             plan.sent.append(pending)
+
+    @staticmethod
+    def _refused(plan: _Plan, pending: Pending, exc: SubmissionError, queue_id: str,
+                 rcpt: str) -> None:
+        """A vacation reply that failed (dropped), or a redirect or notification the MTA
+        refused for good: a run-time error that keeps the message (RFC 5228 §2.10.6)."""
+        if pending.vacation is not None:
+            log.warning("%s: <%s>: %s dropped: %s", queue_id, rcpt, pending.describe(), exc)
+            return
+        text = f"{pending.describe()} refused for good: {exc}; the message was kept instead"
+        log.warning("%s: <%s>: %s", queue_id, rcpt, text)
+        plan.problems.append(_Problem("runtime", text))
+        plan.restore_keep = True
 
     async def _claim(self, session: Session, plan: _Plan, pending: Pending,
                      now: datetime) -> bool:

@@ -7,7 +7,8 @@ Exception (raised while delivering to one recipient)
  │                                     MDA_QUOTA_FULL_TEMPFAIL is set               "over_quota"
  ├── StoreUnavailable                → 451 4.3.0, nothing written                   "error"
  ├── SubmissionError                 → 451 4.3.0: the MTA did not take a redirect or
- │                                     notification; nothing written                "error"
+ │                                     notification for now; nothing written, the
+ │                                     reason logged here                           "error"
  └── anything else (a bug)           → 451 4.3.0 and a logged traceback; the
                                        exception text never reaches the wire        "error"
 ```
@@ -47,7 +48,8 @@ def reply_for(exc: Exception, recipient: str, *, quota_tempfail: bool,
     if isinstance(exc, StoreUnavailable):
         log.warning("%s: <%s>: store unavailable: %s", queue_id, recipient, exc)
         return replies.temporary_failure(recipient), "error"
-    if isinstance(exc, SubmissionError):  # the failed message was logged where it failed
+    if isinstance(exc, SubmissionError):  # just before the recipient's outcome line
+        log.warning("%s: <%s>: deferred: %s", queue_id, recipient, exc)
         return replies.temporary_failure(recipient), "error"
     log.error("%s: <%s>: internal error while delivering", queue_id, recipient,
               exc_info=exc)

@@ -8,17 +8,36 @@ Order and atomicity. For one recipient, delivery:
 2. builds the messages (`plan_outbound`) and drops those already sent within their period
    (a redirect of the same message to the same address, a vacation reply to the same
    sender for the same handle): one short read;
-3. connects to the MTA, *before* taking the database write lock;
+3. connects to the MTA, *before* taking the database write lock: one SMTP session per LMTP
+   transaction (`OutboundSession`), opened for the first recipient that sends something
+   and reused by the next ones while it stays usable;
 4. in the recipient's write transaction: stores the copies and charges quota (an
    over-quota recipient therefore never sends anything), then submits every message,
-   redirects and notifications first and the vacation reply last, then writes the
-   duplicate, redirect and vacation records of what was sent, then commits;
+   redirects and notifications first and the vacation reply last, then stores the keep a
+   permanent refusal restored (below), then writes the duplicate, redirect and vacation
+   records of what was sent and the Sieve errors, then commits;
 5. answers 250 only after that commit.
 
-A redirect or notification the MTA does not take (unreachable, refused, timed out) rolls the
-transaction back: nothing is stored for that recipient and it gets `451 4.3.0`, so the MTA
-retries the whole delivery later. A vacation reply that fails is logged and dropped, with no
-record written, so the sender's next message gets its reply; it never defers mail.
+Failures. A redirect or notification the MTA does not take *for now* (unreachable, a 4xx
+reply, timed out, the budget below spent) rolls the transaction back: nothing is stored for
+that recipient and it gets `451 4.3.0`, so the MTA retries the whole delivery later. The
+reason is logged before the recipient's outcome line and recorded in the user's Sieve error
+log (`mda sieve errors`) in a small transaction of its own. A *permanent* refusal (5xx to
+RCPT or DATA: a mistyped redirect address, say) would fail the same way on every retry,
+so it is a Sieve run-time error instead (RFC 5228 §2.10.6): the error with the MTA's reply
+goes into the user's error log, the message is also stored in the default mailbox (the
+implicit keep, which the redirect had cancelled), the other actions stand, and the
+recipient gets 250. A vacation reply that fails is logged and dropped, with no record
+written, so the sender's next message gets its reply; it never defers mail.
+
+Time. All submissions of one LMTP transaction share `MDA_SUBMISSION_BUDGET` seconds, counted
+from the end of DATA; each SMTP step gets the smaller of `MDA_SUBMISSION_TIMEOUT` and the
+time left. Once it is spent, every later recipient with a redirect or notification pending
+gets `451 4.3.0` at once, without trying (a pending vacation reply is dropped and logged).
+Without it, a stalled MTA (answering nothing) would hold each recipient for a full step
+timeout, one after the other, and the replies after DATA would come after the MTA's own
+LMTP timeout (Postfix `lmtp_data_done_timeout`); the MTA would then retry the whole
+transaction and the recipients already stored would get their message twice.
 
 Messages go out one after the other. When a later one fails after an earlier redirect was
 taken, the delivery is rolled back as above, but that redirect's record is written on its
@@ -33,11 +52,13 @@ delivery that then fails on quota. A duplicate is the lesser evil, and the windo
 the commit itself (the copies and quota are already written and flushed by then).
 
 On SQLite the write lock is held while the MTA answers MAIL/RCPT/DATA, so a slow MTA slows
-other deliveries; `MDA_SUBMISSION_TIMEOUT` bounds each step.
+other deliveries; `MDA_SUBMISSION_TIMEOUT` bounds each step and `MDA_SUBMISSION_BUDGET` the
+transaction's submissions together.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable, Iterator
@@ -48,6 +69,8 @@ from mda.config import Settings
 from mda.delivery.headers import normalize_line_endings
 from mda.outbound import (
     OutgoingMessage,
+    SubmissionConnection,
+    SubmissionError,
     SubmissionTarget,
     Submitter,
     notification,
@@ -72,6 +95,50 @@ def make_submitter(settings: Settings) -> Submitter | None:
         return None
     return Submitter(SubmissionTarget.parse(settings.submission_url),
                      timeout=settings.submission_timeout, hostname=settings.hostname)
+
+
+class OutboundSession:
+    """The submissions of one LMTP transaction: its time budget and one SMTP session that
+    its recipients share.
+
+    Args:
+        submitter: where to submit.
+        budget: seconds all submissions may take together, from now
+            (`MDA_SUBMISSION_BUDGET`).
+    """
+
+    def __init__(self, submitter: Submitter, budget: float) -> None:
+        self.submitter = submitter
+        self.budget = budget
+        self.deadline = asyncio.get_running_loop().time() + budget
+        self._connection: SubmissionConnection | None = None
+
+    @property
+    def spent(self) -> bool:
+        """True once the budget is used up."""
+        return asyncio.get_running_loop().time() >= self.deadline
+
+    async def connection(self) -> SubmissionConnection:
+        """The open SMTP session, opened now when there is none or the last one broke.
+
+        Raises:
+            SubmissionError: the budget is spent (nothing tried), or the MTA cannot be
+                reached in time (both temporary).
+        """
+        if self._connection is not None and not self._connection.usable:
+            await self.close()
+        if self.spent:
+            raise SubmissionError(f"not tried: the {self.budget:g} s this transaction's "
+                                  "submissions may take (MDA_SUBMISSION_BUDGET) are spent")
+        if self._connection is None:
+            self._connection = await self.submitter.open(deadline=self.deadline)
+        return self._connection
+
+    async def close(self) -> None:
+        """Close the session (QUIT within the budget). Never raises."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
 
 
 def outbound_kinds(actions: Iterable[Action]) -> list[str]:
@@ -219,6 +286,6 @@ def redirect_expiry(settings: Settings, now: datetime) -> datetime:
     return now + timedelta(seconds=settings.sieve_redirect_duplicate_period)
 
 
-__all__ = ["OUTBOUND_ACTIONS", "Pending", "make_submitter", "outbound_kinds",
+__all__ = ["OUTBOUND_ACTIONS", "OutboundSession", "Pending", "make_submitter", "outbound_kinds",
            "outbound_unavailable", "outbound_warnings", "plan_outbound", "redirect_expiry",
            "redirect_key"]

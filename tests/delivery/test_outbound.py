@@ -10,6 +10,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
+import asyncio
+import time
+
 import pytest
 
 from mda.config import Settings
@@ -19,7 +22,7 @@ from mda.sieve import compile_script
 from mda.store import Store, create_mailbox, get_user, list_mailboxes, list_sieve_errors
 from tests.delivery.conftest import RECEIVED_AT, make_user, transaction
 from tests.delivery.test_deliver import errors, stored
-from tests.outbound.sink import Captured, CaptureSink, closed_port
+from tests.outbound.sink import Captured, CaptureSink, Tarpit, closed_port
 
 VACATION = 'require "vacation";\nvacation :days 3 "I am away until Monday.";\n'
 
@@ -162,27 +165,71 @@ async def test_mta_down_defers_the_recipient_and_stores_nothing(
     assert (joe.reply.code, joe.reply.enhanced, joe.result) == (451, "4.3.0", "error")
     assert ann.result == "stored"  # the other recipient is not affected
     assert await stored(store, "joe@example.com") == []
-    assert await errors(store, "joe@example.com") == []
+    [(kind, text)] = await errors(store, "joe@example.com")  # why, for `mda sieve errors`
+    assert kind == "runtime" and "redirect to <joe@elsewhere.example>" in text
+    assert "cannot reach" in text and "the MTA will retry" in text
     # The MTA retries once it is back: now it goes through, and only once.
     up = Deliverer(store, settings_factory(store.url, submission_url=sink.url))
     [joe] = await up.deliver(transaction("joe@example.com", data=message()))
     assert (joe.result, len(sink.messages)) == ("stored", 1)
 
 
-async def test_refused_redirect_rolls_back_the_copy(store: Store, sink: CaptureSink,
-                                                    outbound: Callable[..., Deliverer]) -> None:
+async def test_a_temporarily_refused_redirect_rolls_back_the_copy(
+        store: Store, sink: CaptureSink, outbound: Callable[..., Deliverer]) -> None:
     await make_user(store, script='require "copy";\nredirect :copy "nobody@elsewhere.example";')
-    sink.refuse("nobody@elsewhere.example")
+    sink.refuse("nobody@elsewhere.example", reply="450 4.2.0 greylisted")
     [outcome] = await outbound().deliver(transaction("joe@example.com", data=message()))
     assert (outcome.reply.code, outcome.reply.enhanced) == (451, "4.3.0")
     assert await stored(store, "joe@example.com") == []
+    [(_, text)] = await errors(store, "joe@example.com")
+    assert "450 4.2.0 greylisted" in text
+
+
+async def test_a_permanently_refused_redirect_is_a_runtime_error_and_keeps(
+        store: Store, sink: CaptureSink, outbound: Callable[..., Deliverer]) -> None:
+    """A mistyped target (5xx to RCPT): 250 and the implicit keep, not 451 for days."""
+    await make_user(store, script='redirect "nobdy@elsewhere.example";')
+    sink.refuse("nobdy@elsewhere.example", reply="550 5.1.1 no such user here")
+    deliverer = outbound(sieve_redirect_duplicate_period=3600)
+    [outcome] = await deliverer.deliver(transaction("joe@example.com", data=message()))
+    assert (outcome.reply.line(), outcome.result, outcome.mailboxes) == (
+        "250 2.0.0 <joe@example.com> Saved", "stored", ("INBOX",))
+    [(kind, text)] = await errors(store, "joe@example.com")
+    assert kind == "runtime" and "redirect to <nobdy@elsewhere.example>" in text
+    assert "550 5.1.1 no such user here" in text and "kept instead" in text
+    # No redirect record was left behind: the same message again is tried again, not
+    # taken as "already redirected" (which would drop it).
+    sink.allow("nobdy@elsewhere.example")
+    [outcome] = await deliverer.deliver(transaction("joe@example.com", data=message()))
+    assert (outcome.result, len(sink.messages)) == ("redirected", 1)
+    assert len(await stored(store, "joe@example.com")) == 1
+
+
+async def test_a_permanent_refusal_keeps_alongside_the_other_actions(
+        store: Store, sink: CaptureSink, outbound: Callable[..., Deliverer]) -> None:
+    await make_user(store, script='require ["fileinto", "mailbox"];\n'
+                                  'fileinto :create "Work";\nredirect "bad@elsewhere.example";\n'
+                                  'redirect "good@elsewhere.example";\n')
+    sink.refuse("bad@elsewhere.example")
+    [outcome] = await outbound().deliver(transaction("joe@example.com", data=message()))
+    assert (outcome.reply.code, outcome.mailboxes) == (250, ("Work", "INBOX"))
+    assert [m.recipients for m in sink.messages] == [("good@elsewhere.example",)]
+
+
+async def test_a_permanently_refused_redirect_copy_is_stored_once(
+        store: Store, sink: CaptureSink, outbound: Callable[..., Deliverer]) -> None:
+    await make_user(store, script='require "copy";\nredirect :copy "nobody@elsewhere.example";')
+    sink.refuse("nobody@elsewhere.example")
+    [outcome] = await outbound().deliver(transaction("joe@example.com", data=message()))
+    assert (outcome.reply.code, outcome.mailboxes) == (250, ("INBOX",))
+    assert len(await stored(store, "joe@example.com")) == 1
 
 
 async def test_a_redirect_taken_before_a_failure_is_not_sent_again(
         store: Store, sink: CaptureSink, outbound: Callable[..., Deliverer]) -> None:
     await make_user(store, script='redirect "one@elsewhere.example";\n'
                                   'redirect "two@elsewhere.example";\n')
-    sink.refuse("two@elsewhere.example")
+    sink.refuse("two@elsewhere.example", reply="451 4.3.0 try later")
     deliverer = outbound()
     [outcome] = await deliverer.deliver(transaction("joe@example.com", data=message()))
     assert outcome.reply.code == 451
@@ -391,10 +438,59 @@ async def test_no_notification_for_automatic_mail(
 async def test_a_failed_notification_defers_the_recipient(
         store: Store, sink: CaptureSink, outbound: Callable[..., Deliverer]) -> None:
     await make_user(store, script='require "enotify";\nnotify "mailto:pager@example.net";\n')
-    sink.fail_data("554 5.6.0 no thanks")
+    sink.fail_data("451 4.3.0 try later")
     [outcome] = await outbound().deliver(transaction("joe@example.com", data=message()))
     assert (outcome.reply.code, outcome.reply.enhanced) == (451, "4.3.0")
     assert await stored(store, "joe@example.com") == []
+
+
+async def test_a_notification_refused_for_good_is_a_runtime_error(
+        store: Store, sink: CaptureSink, outbound: Callable[..., Deliverer]) -> None:
+    script = ('require "enotify";\nnotify "mailto:pager@example.net?cc=gone@example.net";\n'
+              'discard;\n')
+    await make_user(store, script=script)
+    sink.refuse("gone@example.net")  # the pager still gets it
+    [outcome] = await outbound().deliver(transaction("joe@example.com", data=message()))
+    assert (outcome.reply.code, outcome.mailboxes) == (250, ("INBOX",))  # discard undone
+    assert [m.recipients for m in sink.messages] == [("pager@example.net",)]
+    [(kind, text)] = await errors(store, "joe@example.com")
+    assert kind == "runtime" and "<gone@example.net> (550 5.1.1" in text
+    sink.fail_data("554 5.6.0 no thanks")
+    [outcome] = await outbound().deliver(transaction("joe@example.com", data=message()))
+    assert (outcome.reply.code, outcome.mailboxes) == (250, ("INBOX",))
+    assert "554 5.6.0 no thanks" in (await errors(store, "joe@example.com"))[-1][1]
+
+
+# ---------------------------------------------------------------- the submission budget
+
+
+async def test_a_stalled_mta_defers_within_the_budget(
+        store: Store, settings_factory: Callable[..., Settings]) -> None:
+    """A tarpit MTA (never answers) and a 30 s step timeout: the transaction's replies all
+    come within MDA_SUBMISSION_BUDGET, not one step timeout per redirecting recipient."""
+    for name in ("a", "b", "c"):
+        await make_user(store, f"{name}@example.com", script='redirect "x@elsewhere.example";')
+    await make_user(store, "plain@example.com")
+    await make_user(store, "away@example.com", script=VACATION)
+    async with Tarpit() as tarpit:
+        deliverer = Deliverer(store, settings_factory(
+            store.url, submission_url=tarpit.url, submission_timeout=30,
+            submission_budget=1.5))
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            outcomes = await deliverer.deliver(transaction(
+                "a@example.com", "plain@example.com", "b@example.com", "c@example.com",
+                "away@example.com", data=message()))
+        elapsed = time.monotonic() - started
+        assert tarpit.connections == 1  # once spent, nothing more is tried
+    assert 1.5 <= elapsed < 3.0
+    assert [(o.reply.code, o.result) for o in outcomes] == [
+        (451, "error"), (250, "stored"), (451, "error"), (451, "error"), (250, "stored")]
+    for name in ("b", "c"):
+        [(_, text)] = await errors(store, f"{name}@example.com")
+        assert "not tried" in text and "MDA_SUBMISSION_BUDGET" in text
+    [(_, text)] = await errors(store, "a@example.com")
+    assert "no answer within" in text
 
 
 # ---------------------------------------------------------------- detail mailbox

@@ -8,11 +8,13 @@ with CaptureSink() as sink:            # listens on 127.0.0.1:<free port>
     [message] = sink.messages          # Captured(sender, recipients, data, mail_options)
 ```
 
-`closed_port()` gives a port nothing listens on: an MTA that is down.
+`closed_port()` gives a port nothing listens on: an MTA that is down. `Tarpit` is an MTA
+that accepts connections and never says a word (not even the greeting).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -62,7 +64,7 @@ class Captured:
 
 @dataclass
 class _Handler:
-    refuse: set[str] = field(default_factory=set)
+    refuse: dict[str, str] = field(default_factory=dict)  # address -> reply
     fail_data: str | None = None
     messages: list[Captured] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -70,7 +72,7 @@ class _Handler:
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
         if address in self.refuse:
-            return "550 5.1.1 <%s> refused by the test sink" % address
+            return self.refuse[address]
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -130,13 +132,16 @@ class CaptureSink:
         with self.handler.lock:
             return list(self.handler.messages)
 
-    def refuse(self, *addresses: str) -> None:
-        """Answer RCPT TO for these addresses with 550 5.1.1 from now on."""
-        self.handler.refuse.update(addresses)
+    def refuse(self, *addresses: str, reply: str = "550 5.1.1 refused by the test sink"
+               ) -> None:
+        """Answer RCPT TO for these addresses with `reply` from now on (e.g. "450 4.2.0
+        greylisted" for a temporary refusal)."""
+        self.handler.refuse.update(dict.fromkeys(addresses, reply))
 
     def allow(self, *addresses: str) -> None:
         """Accept these addresses again."""
-        self.handler.refuse.difference_update(addresses)
+        for address in addresses:
+            self.handler.refuse.pop(address, None)
 
     def fail_data(self, reply: str | None) -> None:
         """Answer every DATA with this reply (e.g. "451 4.3.0 try later"); None = accept."""
@@ -148,3 +153,36 @@ class CaptureSink:
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
+
+
+class Tarpit:
+    """A stalled MTA: a TCP listener on 127.0.0.1 in the test's event loop that accepts
+    every connection and never answers. `async with Tarpit() as tarpit:`; `tarpit.url` is
+    its `MDA_SUBMISSION_URL`, `tarpit.connections` counts the connections accepted."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """The `MDA_SUBMISSION_URL` that reaches the tarpit."""
+        return f"smtp://127.0.0.1:{self.port}"
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.append(writer)  # held open, silent, until the tarpit closes
+
+    async def __aenter__(self) -> Tarpit:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

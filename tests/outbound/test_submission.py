@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from mda.outbound import OutgoingMessage, SubmissionError, SubmissionTarget, Submitter
 from tests.managesieve.tls import make_test_pki
-from tests.outbound.sink import CaptureSink, closed_port
+from tests.outbound.sink import CaptureSink, Tarpit, closed_port
 
 MESSAGE = b"From: joe@example.com\r\nSubject: hi\r\n\r\nhello\r\n"
 
@@ -130,3 +131,40 @@ def test_submission_url_forms(url: str, expected: SubmissionTarget) -> None:
 def test_bad_submission_urls_say_why(url: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         SubmissionTarget.parse(url)
+
+
+@pytest.mark.parametrize(("refusal", "permanent"), [
+    ("550 5.1.1 no such user", True), ("450 4.2.0 greylisted", False)])
+async def test_a_refused_recipient_is_permanent_only_for_5xx(
+        sink: CaptureSink, refusal: str, permanent: bool) -> None:
+    sink.refuse("no@example.net", reply=refusal)
+    with pytest.raises(SubmissionError) as every:
+        await send(sink.url, outgoing("no@example.net"))
+    assert (every.value.permanent, every.value.accepted) == (permanent, ())
+    with pytest.raises(SubmissionError) as some:
+        await send(sink.url, outgoing("yes@example.net", "no@example.net"))
+    assert (some.value.permanent, some.value.accepted) == (
+        permanent, ("yes@example.net",) if permanent else ())
+    assert [m.recipients for m in sink.messages] == [("yes@example.net",)]
+
+
+@pytest.mark.parametrize(("reply", "permanent"), [
+    ("554 5.6.0 content refused", True), ("451 4.3.0 try later", False)])
+async def test_refused_data_is_permanent_only_for_5xx(sink: CaptureSink, reply: str,
+                                                      permanent: bool) -> None:
+    sink.fail_data(reply)
+    with pytest.raises(SubmissionError) as refused:
+        await send(sink.url, outgoing("a@example.net"))
+    assert refused.value.permanent is permanent
+
+
+async def test_a_deadline_cuts_a_stalled_mta_short() -> None:
+    """A step timeout of 30 s, a deadline 0.5 s away: the greeting wait ends at the deadline."""
+    async with Tarpit() as tarpit:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(SubmissionError, match="MDA_SUBMISSION_BUDGET") as stalled:
+            await Submitter(SubmissionTarget.parse(tarpit.url), timeout=30,
+                            hostname="mx.test").open(deadline=started + 0.5)
+        assert 0.5 <= loop.time() - started < 1.5
+        assert not stalled.value.permanent and tarpit.connections == 1
