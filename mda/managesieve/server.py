@@ -243,7 +243,8 @@ class ManageSieveServer:
 
         Args:
             host, port: TCP address (port 0: the system picks one).
-            path: a unix-domain socket path instead of host and port.
+            path: a unix-domain socket path instead of host and port; the socket file is
+                made mode 0666 (a webmail may run as another user).
             tls: implicit TLS (the handshake comes first; no STARTTLS).
 
         Returns:
@@ -264,6 +265,7 @@ class ManageSieveServer:
 
         if path is not None:
             server = await asyncio.start_unix_server(accept, str(path), ssl=ssl_context)
+            Path(path).chmod(0o666)  # logins are authenticated; the directory limits access
             self._servers.append(server)
             return str(path)
         server = await asyncio.start_server(accept, host, port, ssl=ssl_context,

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -582,6 +585,42 @@ async def test_parallel_wrong_passwords_check_at_most_max_failures(
         await asyncio.sleep(0.05)
     assert server.log_text().count("failed login for") == 10
     assert server.log_text().count("refused: too many failed logins") == 40
+
+
+_GREETING_AS_NOBODY = """
+import socket, sys
+with socket.socket(socket.AF_UNIX) as sock:
+    sock.connect(sys.argv[1])
+    sock.settimeout(10)
+    data = b""
+    while b"OK " not in data:
+        data += sock.recv(4096)
+print(data.decode().splitlines()[-1])
+"""
+
+
+async def test_unix_socket_is_open_to_other_users(sieve_server) -> None:
+    """MDA_MANAGESIEVE_LISTEN=unix:PATH is created 0666, like the LMTP socket: a webmail
+    running as another user can connect (the directory decides who reaches it)."""
+    directory = Path(tempfile.mkdtemp(prefix="mda-sieve-"))
+    try:
+        directory.chmod(0o755)
+        path = directory / "sieve.sock"
+        server = sieve_server(MDA_MANAGESIEVE_LISTEN=f"unix:{path}")
+        assert server.managesieve_where == f"unix:{path}"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666
+        seen = subprocess.run(["python3", "-c", _GREETING_AS_NOBODY, str(path)],
+                              user="nobody", group="nogroup", capture_output=True, timeout=30)
+        assert seen.stdout.decode().strip() == 'OK "mda ManageSieve ready"', seen
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        wire = SieveWire(reader, writer)
+        try:
+            assert (await wire.greeting()).status == "OK"
+            assert (await wire.login(ALICE, ALICE_PASSWORD)).raw == b'OK "Logged in"\r\n'
+        finally:
+            await wire.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 async def test_login_is_logged(sieve_server, open_wire: OpenWire) -> None:
