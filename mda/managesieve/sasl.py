@@ -19,7 +19,8 @@ SaslError              the exchange failed; the message is safe to show the clie
 
 PLAIN (RFC 4616 §2): `[authzid] NUL authcid NUL passwd`, UTF-8; authcid and passwd must
 not be empty. mda has no proxy authorization, so an authzid other than empty or the
-authcid itself is refused. LOGIN (draft-murchison-sasl-login): challenges `Username:` and
+authcid itself is refused; the caller says what "itself" means (`start(same_identity=)`:
+the session compares addresses with the domain case-insensitive). LOGIN (draft-murchison-sasl-login): challenges `Username:` and
 `Password:`; an initial response is taken as the user name.
 """
 
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MECHANISMS = ("PLAIN", "LOGIN")
@@ -127,9 +130,17 @@ def _utf8(data: bytes, what: str) -> str:
 
 
 class PlainExchange(Exchange):
-    """SASL PLAIN (RFC 4616): one message `authzid NUL authcid NUL passwd`."""
+    """SASL PLAIN (RFC 4616): one message `authzid NUL authcid NUL passwd`.
+
+    Args:
+        same_identity: `(authzid, authcid) -> bool`, whether a non-empty authzid names
+            the authcid's own identity (exact equality by default).
+    """
 
     name = "PLAIN"
+
+    def __init__(self, same_identity: Callable[[str, str], bool] = operator.eq) -> None:
+        self._same_identity = same_identity
 
     def first(self, initial: bytes | None) -> Step:
         # RFC 4616 §2: without an initial response the server sends an empty challenge.
@@ -138,8 +149,7 @@ class PlainExchange(Exchange):
     def respond(self, text: str) -> Step:
         return self._parse(decode_response(text))
 
-    @staticmethod
-    def _parse(message: bytes) -> Credentials:
+    def _parse(self, message: bytes) -> Credentials:
         parts = message.split(b"\0")
         if len(parts) != 3:
             raise SaslError("PLAIN message must be authzid NUL authcid NUL password "
@@ -151,7 +161,7 @@ class PlainExchange(Exchange):
             raise SaslError("PLAIN: empty authentication identity")
         if not password:
             raise SaslError("PLAIN: empty password")
-        if authzid and authzid != authcid:
+        if authzid and not self._same_identity(authzid, authcid):
             raise SaslError("PLAIN: authorization identity must be empty or the same as "
                             "the authentication identity")
         return Credentials(authcid, password, authzid)
@@ -187,13 +197,17 @@ class LoginExchange(Exchange):
         return Challenge(b"Password:")
 
 
-def start(mechanism: str, initial: str | None) -> tuple[Exchange, Step]:
+def start(mechanism: str, initial: str | None, *,
+          same_identity: Callable[[str, str], bool] = operator.eq
+          ) -> tuple[Exchange, Step]:
     """Begin an exchange (RFC 5804 §2.1 AUTHENTICATE).
 
     Args:
         mechanism: the SASL mechanism name, any case.
         initial: the initial response as sent (base64), or None when absent. An empty
             string is an empty initial response, not an absent one.
+        same_identity: for PLAIN, `(authzid, authcid) -> bool`: whether the authorization
+            identity names the authenticated user (`PlainExchange`).
 
     Returns:
         The exchange and its first step.
@@ -206,7 +220,7 @@ def start(mechanism: str, initial: str | None) -> tuple[Exchange, Step]:
     kind = mechanism.upper()
     exchange: Exchange
     if kind == "PLAIN":
-        exchange = PlainExchange()
+        exchange = PlainExchange(same_identity)
     elif kind == "LOGIN":
         exchange = LoginExchange()
     else:

@@ -202,6 +202,20 @@ _ANY_STATE = frozenset({"CAPABILITY", "LOGOUT", "NOOP"})
 _NONAUTH_ONLY = frozenset({"AUTHENTICATE", "STARTTLS"})
 
 
+def _login_name(text: str) -> str:
+    """A login name as the store looks it up: an address with its domain lower-cased
+    (`mda.store.normalize_address`), or the text as it is when it is no address."""
+    try:
+        return normalize_address(text)
+    except InvalidInput:
+        return text
+
+
+def _same_address(authzid: str, authcid: str) -> bool:
+    """Whether a SASL authorization identity names the authenticated user itself."""
+    return _login_name(authzid) == _login_name(authcid)
+
+
 def _text(token: Token) -> str:
     """A string argument's value; an atom is taken as the string it spells (lenient)."""
     return token.text
@@ -385,7 +399,8 @@ class Session:
             raise CommandError("plain-text authentication is not allowed on an unencrypted "
                                "connection", _code("AUTH-TOO-WEAK"))
         try:
-            exchange, step = sasl.start(mech, None if initial is None else _text(initial))
+            exchange, step = sasl.start(mech, None if initial is None else _text(initial),
+                                        same_identity=_same_address)
         except sasl.SaslError as exc:
             raise CommandError(str(exc)) from exc
         self._sasl = exchange
@@ -461,11 +476,7 @@ class Session:
         """
         if not self.peer.loopback:
             return self.peer.address
-        try:
-            name = normalize_address(login)
-        except InvalidInput:
-            name = login
-        return self.peer.address, name
+        return self.peer.address, _login_name(login)
 
     async def _verify(self, credentials: sasl.Credentials) -> tuple[int | None, str | None]:
         """The user's (id, address) when the password matches, else (None, None)."""

@@ -44,6 +44,20 @@ def test_plain_refusals(message: bytes, reason: str) -> None:
         sasl.start("PLAIN", b64(message))
 
 
+def test_plain_authzid_is_compared_by_the_callers_rule() -> None:
+    def same(authzid: str, authcid: str) -> bool:
+        return authzid.lower() == authcid.lower()
+
+    message = b64(b"Joe@Example.ORG\0joe@example.org\0pw")
+    with pytest.raises(sasl.SaslError, match="authorization identity must be empty"):
+        sasl.start("PLAIN", message)
+    assert sasl.start("PLAIN", message, same_identity=same)[1] == \
+        sasl.Credentials("joe@example.org", "pw", "Joe@Example.ORG")
+    exchange, _ = sasl.start("PLAIN", None, same_identity=same)
+    with pytest.raises(sasl.SaslError, match="authorization identity must be empty"):
+        exchange.respond(b64(b"ann@example.org\0joe@example.org\0pw"))
+
+
 @pytest.mark.parametrize("text", ["!!!!", "AGpvZQ", "AGpv ZQ==", "ümlaut"])
 def test_bad_base64_is_refused_with_a_reason(text: str) -> None:
     with pytest.raises(sasl.SaslError, match="not valid base64"):

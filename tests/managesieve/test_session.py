@@ -144,6 +144,23 @@ async def test_throttle_key(store: Store, sqlite_url: str, peer: Peer,
     assert await run(Session(context, stranger), auth()) == b'OK "Logged in"\r\n'
 
 
+@pytest.mark.parametrize(("authzid", "reply"), [
+    ("joe@EXAMPLE.org", b'OK "Logged in"\r\n'),
+    ("<joe@example.org>", b'OK "Logged in"\r\n'),
+    ("Joe@example.org", b'NO "PLAIN: authorization identity must be empty or the same as '
+                        b'the authentication identity"\r\n'),
+    ("ann@example.org", b'NO "PLAIN: authorization identity must be empty or the same as '
+                        b'the authentication identity"\r\n'),
+])
+async def test_authzid_is_compared_as_an_address(store: Store, sqlite_url: str,
+                                                 authzid: str, reply: bytes) -> None:
+    """The domain of the SASL PLAIN authorization identity is case-insensitive, as the
+    store compares addresses; the local part is not."""
+    session = Session(ServerContext(store, settings(sqlite_url)), LOCAL)
+    request = f'AUTHENTICATE "PLAIN" "{plain(USER, PASSWORD, authzid)}"\r\n'.encode()
+    assert await run(session, request) == reply
+
+
 async def test_unexpected_error_is_no_and_the_session_goes_on(
         store: Store, sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
     async def broken_sleep(seconds: float) -> None:
