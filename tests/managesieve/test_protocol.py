@@ -739,7 +739,7 @@ def test_port_in_use_stops_the_start(mda, mda_env) -> None:
     assert proc.returncode != 0
     last = proc.stderr.decode().strip().splitlines()[-1]
     assert last.startswith(f"mda: error: cannot listen for ManageSieve on 127.0.0.1:{port}: ")
-    assert "address already in use" in last
+    assert "address already in use" in last.lower()
 
 
 # ---------------------------------------------------------------------- limits, shutdown
