@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import make_url
 
 from mda.http import MAX_REQUEST_HEAD, HttpServer
 from mda.store import Store
@@ -74,14 +75,14 @@ def get(path: str, method: str = "GET", extra: str = "") -> bytes:
 
 
 @pytest.fixture
-def migrated_url(sqlite_url: str) -> str:
-    upgrade(sqlite_url)
-    return sqlite_url
+def migrated_url(database_url: str) -> str:
+    upgrade(database_url)
+    return database_url
 
 
 @pytest.fixture
 async def http_port(migrated_url: str) -> AsyncIterator[int]:
-    """An `HttpServer` on a free loopback port in front of a migrated SQLite file."""
+    """An `HttpServer` on a free loopback port in front of a migrated database."""
     async with Store(migrated_url) as store:
         server = HttpServer(store, request_timeout=0.5)
         _, port = await server.listen(host="127.0.0.1", port=0)
@@ -184,9 +185,9 @@ async def test_a_client_that_closes_at_once_gets_nothing(http_port: int) -> None
     assert parse_response(await exchange(http_port, get("/healthz"))).status == 200
 
 
-async def test_healthz_is_503_with_one_line_when_the_database_file_is_gone(
-        tmp_path: Path) -> None:
-    async with Store(f"sqlite+aiosqlite:///{tmp_path / 'missing.sqlite3'}") as store:
+async def test_healthz_is_503_with_one_line_when_the_database_is_missing(
+        missing_database_url: str) -> None:
+    async with Store(missing_database_url) as store:
         server = HttpServer(store)
         _, port = await server.listen(host="127.0.0.1", port=0)
         try:
@@ -195,7 +196,9 @@ async def test_healthz_is_503_with_one_line_when_the_database_file_is_gone(
             await server.close()
     assert response.status == 503
     assert response.reason == "Service Unavailable"
-    assert b"missing.sqlite3 does not exist" in response.body
+    name = Path(make_url(missing_database_url).database or "").name
+    assert re.search(rb"\b%s\b.* does not exist" % re.escape(name.encode()), response.body), \
+        response.body
     assert response.body.count(b"\n") == 1
 
 

@@ -5,37 +5,38 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mda.store import Store, append_message, ensure_mailbox, get_user
 from mda.store.blobs import store_blob
-from tests.conftest import MDA_BIN
+from tests.conftest import MDA_BIN, clone_database, database_template
 
 Run = Callable[..., subprocess.CompletedProcess[bytes]]
 
 
-@pytest.fixture(scope="session")
-def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite file made by `mda db upgrade` once per session, copied by `cli`."""
-    path = tmp_path_factory.mktemp("template") / "mda.sqlite3"
+def _db_upgrade(url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MDA_")}
-    env["MDA_DATABASE_URL"] = f"sqlite+aiosqlite:///{path}"
+    env["MDA_DATABASE_URL"] = url
     proc = subprocess.run([MDA_BIN, "db", "upgrade"], env=env, capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a database made by `mda db upgrade` once per session, copied by `cli`."""
+    with database_template(tmp_path_factory.mktemp("template"), _db_upgrade) as url:
+        yield url
 
 
 @pytest.fixture
-def cli(mda: Run, sqlite_url: str, migrated_template: Path) -> Run:
+def cli(mda: Run, database_url: str, migrated_template: str) -> Run:
     """`mda` on a database brought up to date by `mda db upgrade` (a copy of the template)."""
-    shutil.copyfile(migrated_template, sqlite_url.split("///", 1)[1])
+    clone_database(migrated_template, database_url)
     return mda
 
 

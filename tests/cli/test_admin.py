@@ -12,6 +12,7 @@ MESSAGE = (b"From: =?utf-8?q?J=C3=B6rg?= <jorg@example.org>\r\nSubject: Hello th
            b"\r\nBody line\r\n")
 
 
+@pytest.mark.sqlite_only
 def test_db_upgrade_creates_the_file_and_is_repeatable(mda: Run, sqlite_url: str) -> None:
     path = Path(sqlite_url.split("///", 1)[1])
     assert not path.exists()
@@ -55,9 +56,9 @@ def test_sizes_in_bytes_and_with_suffixes(cli: Run) -> None:
             "storage_limit"] == expected
 
 
-def test_mailboxes_and_messages(cli: Run, sqlite_url: str) -> None:
+def test_mailboxes_and_messages(cli: Run, database_url: str) -> None:
     cli("user", "add", "joe@example.com", check=True)
-    store_messages(sqlite_url, "joe@example.com", [
+    store_messages(database_url, "joe@example.com", [
         ("INBOX", MESSAGE, frozenset({"\\Seen"})),
         ("Lists/Python", MESSAGE, frozenset()),
         ("INBOX", b"no headers at all\r\n", frozenset()),

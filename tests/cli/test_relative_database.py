@@ -6,8 +6,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.cli.conftest import assert_one_line_error
 from tests.conftest import MDA_BIN
+
+pytestmark = pytest.mark.sqlite_only
 
 
 def _run(cwd: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[bytes]:

@@ -79,9 +79,9 @@ def test_bad_input_is_one_line(cli: Run, joe: str, argv: tuple[str, ...],
     assert_one_line_error(cli(*argv, input=stdin), needle)
 
 
-def test_errors_lists_what_delivery_recorded(cli: Run, joe: str, sqlite_url: str) -> None:
+def test_errors_lists_what_delivery_recorded(cli: Run, joe: str, database_url: str) -> None:
     async def record() -> None:
-        async with Store(sqlite_url) as store:
+        async with Store(database_url) as store:
             async with store.transaction() as session:
                 user = await get_user(session, joe)
                 await record_sieve_error(session, user.id, kind="runtime", script_name="main",

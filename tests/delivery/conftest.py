@@ -34,10 +34,10 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[Store]:
-    """A Store on a migrated SQLite file."""
-    await upgrade_async(sqlite_url)
-    async with Store(sqlite_url) as s:
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A Store on a migrated database of the backend under test."""
+    await upgrade_async(database_url)
+    async with Store(database_url) as s:
         yield s
 
 

@@ -86,8 +86,8 @@ async def test_check_recipient(store: Store, deliverer: Deliverer) -> None:
 
 
 async def test_check_recipient_tempfails_when_the_store_is_down(
-        tmp_path: Path, settings_factory: Callable[..., Settings]) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'missing.sqlite3'}"
+        missing_database_url: str, settings_factory: Callable[..., Settings]) -> None:
+    url = missing_database_url
     async with Store(url) as store:
         reply = await Deliverer(store, settings_factory(url)).check_recipient("a@example.com")
     assert (reply.code, reply.enhanced) == (451, "4.3.0")
@@ -273,8 +273,8 @@ async def test_odd_messages_are_stored_not_crashed_on(store: Store, deliverer: D
 
 
 async def test_store_down_gives_451_for_every_recipient(
-        tmp_path: Path, settings_factory: Callable[..., Settings]) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'missing.sqlite3'}"
+        missing_database_url: str, settings_factory: Callable[..., Settings]) -> None:
+    url = missing_database_url
     async with Store(url) as store:
         outcomes = await Deliverer(store, settings_factory(url)).deliver(
             transaction("a@example.com", "b@example.com"))

@@ -557,13 +557,14 @@ async def test_a_broken_script_keeps_into_the_detail_mailbox(
 
 
 def test_outbound_warnings_name_each_sending_command_once(
-        settings_factory: Callable[..., Settings], sqlite_url: str) -> None:
+        settings_factory: Callable[..., Settings], missing_database_url: str) -> None:
     program = compile_script('require ["vacation", "enotify"];\n'
                              'if true { notify "mailto:a@example.net"; redirect "a@b.example"; }\n'
                              'else { redirect "c@d.example"; }\nvacation "away";\n')
-    warnings = outbound_warnings(program, settings_factory(sqlite_url))
+    warnings = outbound_warnings(program, settings_factory(missing_database_url))
     assert [w.split(":")[0] for w in warnings] == ["line 2", "line 4", "line 2"]
     assert [w.split()[2] for w in warnings] == ["redirect", "vacation", "notify"]
-    assert outbound_warnings(program, settings_factory(sqlite_url,
+    assert outbound_warnings(program, settings_factory(missing_database_url,
                                                        submission_url="smtp://mx")) == []
-    assert outbound_warnings(compile_script("keep;"), settings_factory(sqlite_url)) == []
+    assert outbound_warnings(compile_script("keep;"),
+                             settings_factory(missing_database_url)) == []

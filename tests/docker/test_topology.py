@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
@@ -88,9 +89,10 @@ async def managesieve_logins(server: ServerProcess) -> list[bytes]:
     return answers
 
 
-def test_compose_topology_on_postgresql(mda: Run, mda_env: dict[str, str], pg_url: str,
+@pytest.mark.postgresql_only
+def test_compose_topology_on_postgresql(mda: Run, mda_env: dict[str, str], database_url: str,
                                         tmp_path: Path) -> None:
-    env = {**mda_env, "MDA_DATABASE_URL": pg_url, "MDA_HTTP_LISTEN": "127.0.0.1:0",
+    env = {**mda_env, "MDA_HTTP_LISTEN": "127.0.0.1:0",
            "MDA_MANAGESIEVE_AUTH_FAILURE_DELAY": "0"}
     run = mda
     run("db", "upgrade", env=env, check=True)
@@ -137,7 +139,7 @@ def test_compose_topology_on_postgresql(mda: Run, mda_env: dict[str, str], pg_ur
                    for code in ("220", "250", "550", "354", "552", "221")}
         assert replies == {"220": 1, "250": 7, "550": 1, "354": 1, "552": 1, "221": 1}
 
-        name = make_url(pg_url).database
+        name = make_url(database_url).database
         asyncio.run(pg_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
         status, body = healthz(base)
         assert status == 503, body

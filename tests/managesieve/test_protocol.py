@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from mda.sieve import capabilities
-from tests.conftest import MDA_BIN
+from tests.conftest import MDA_BIN, database_away, fresh_database
 from tests.e2e.conftest import ServerProcess, launch_server, stop_servers
 from tests.lmtp import statuscodes as S
 from tests.managesieve.conftest import (ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, USERS,
@@ -42,18 +42,18 @@ PARSER_LIMIT = 64 * 1024  # literals up to this pass the parser when scripts are
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One `mda serve` for the table-driven tests (each opens its own connection)."""
     root = tmp_path_factory.mktemp("shared")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MDA_")}
-    env.update(MDA_DATABASE_URL=f"sqlite+aiosqlite:///{root / 'mda.sqlite3'}",
-               MDA_SIEVE_SCRIPTS_DIR=str(root / "sieve_scripts"),
-               MDA_SIEVE_MAX_SCRIPT_SIZE=str(SHARED_SCRIPT_LIMIT),
-               MDA_MANAGESIEVE_AUTH_FAILURE_DELAY="0")
-    subprocess.run([MDA_BIN, "db", "upgrade"], env=env, check=True, capture_output=True)
-    for address, password in USERS.items():
-        subprocess.run([MDA_BIN, "user", "add", address, "--password-stdin"], env=env,
-                       input=password.encode() + b"\n", check=True, capture_output=True)
-    server = launch_server(env, root)
-    yield server
-    stop_servers([server])
+    with fresh_database(root) as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MDA_")}
+        env.update(MDA_DATABASE_URL=url, MDA_SIEVE_SCRIPTS_DIR=str(root / "sieve_scripts"),
+                   MDA_SIEVE_MAX_SCRIPT_SIZE=str(SHARED_SCRIPT_LIMIT),
+                   MDA_MANAGESIEVE_AUTH_FAILURE_DELAY="0")
+        subprocess.run([MDA_BIN, "db", "upgrade"], env=env, check=True, capture_output=True)
+        for address, password in USERS.items():
+            subprocess.run([MDA_BIN, "user", "add", address, "--password-stdin"], env=env,
+                           input=password.encode() + b"\n", check=True, capture_output=True)
+        server = launch_server(env, root)
+        yield server
+        stop_servers([server])
 
 
 async def _session(server: ServerProcess, state: str) -> SieveWire:
@@ -784,15 +784,15 @@ async def test_shutdown_says_bye_and_exits_cleanly(sieve_server,
 
 
 async def test_dead_database_answers_trylater(sieve_server, open_wire: OpenWire,
-                                              tmp_path: Path) -> None:
+                                              database_url: str) -> None:
     server = sieve_server()
     wire = await open_wire(server, login=ALICE)
-    for path in tmp_path.glob("mda.sqlite3*"):
-        path.unlink()
-    for request in (b"LISTSCRIPTS\r\n", b'PUTSCRIPT "a" "keep;"\r\n'):
-        response = await wire.command(request)
-        assert (response.status, response.code) == ("NO", "TRYLATER"), response
-        assert response.text == "database unavailable, try again later"
-    other = await open_wire(server)
-    assert (await other.login(BOB, BOB_PASSWORD)).code == "TRYLATER"
-    assert (await wire.command(b"NOOP\r\n")).raw == b'OK "Done"\r\n'
+    with database_away(database_url):
+        for request in (b"LISTSCRIPTS\r\n", b'PUTSCRIPT "a" "keep;"\r\n'):
+            response = await wire.command(request)
+            assert (response.status, response.code) == ("NO", "TRYLATER"), response
+            assert response.text == "database unavailable, try again later"
+        other = await open_wire(server)
+        assert (await other.login(BOB, BOB_PASSWORD)).code == "TRYLATER"
+        assert (await wire.command(b"NOOP\r\n")).raw == b'OK "Done"\r\n'
+    assert (await wire.command(b"LISTSCRIPTS\r\n")).status == "OK"  # back without a restart

@@ -30,17 +30,17 @@ USER, PASSWORD = "joe@example.org", "pa55 wörd"
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[Store]:
-    await upgrade_async(sqlite_url)
-    async with Store(sqlite_url) as s:
+async def store(database_url: str) -> AsyncIterator[Store]:
+    await upgrade_async(database_url)
+    async with Store(database_url) as s:
         async with s.transaction() as session:
             await add_user(session, USER)
             await set_password_hash(session, USER, "{PLAIN}" + PASSWORD)
         yield s
 
 
-def settings(sqlite_url: str, **values: object) -> Settings:
-    return Settings(database_url=sqlite_url, managesieve_auth_failure_delay=0, **values)
+def settings(database_url: str, **values: object) -> Settings:
+    return Settings(database_url=database_url, managesieve_auth_failure_delay=0, **values)
 
 
 async def run(session: Session, data: bytes) -> bytes:
@@ -65,8 +65,8 @@ def auth(user: str = USER, password: str = PASSWORD) -> bytes:
     return f'AUTHENTICATE "PLAIN" "{plain(user, password)}"\r\n'.encode()
 
 
-async def test_remote_peer_without_tls_certificate(store: Store, sqlite_url: str) -> None:
-    session = Session(ServerContext(store, settings(sqlite_url)), REMOTE)
+async def test_remote_peer_without_tls_certificate(store: Store, database_url: str) -> None:
+    session = Session(ServerContext(store, settings(database_url)), REMOTE)
     greeting = session.greeting()
     assert b'"SASL" ""\r\n' in greeting
     assert b'"STARTTLS"' not in greeting
@@ -76,10 +76,10 @@ async def test_remote_peer_without_tls_certificate(store: Store, sqlite_url: str
     assert session.state is State.NONAUTH
 
 
-async def test_remote_peer_must_use_starttls(store: Store, sqlite_url: str,
+async def test_remote_peer_must_use_starttls(store: Store, database_url: str,
                                              test_pki: TestPKI) -> None:  # noqa: F811
     tls = load_tls_context(test_pki.cert_file, test_pki.key_file)
-    session = Session(ServerContext(store, settings(sqlite_url), tls_context=tls), REMOTE)
+    session = Session(ServerContext(store, settings(database_url), tls_context=tls), REMOTE)
     greeting = session.greeting()
     assert b'"SASL" ""\r\n' in greeting and b'"STARTTLS"\r\n' in greeting
     assert await run(session, auth()) == (
@@ -91,16 +91,16 @@ async def test_remote_peer_must_use_starttls(store: Store, sqlite_url: str,
     assert await run(session, auth()) == b'OK "Logged in"\r\n'
 
 
-async def test_allow_plaintext_auth_setting(store: Store, sqlite_url: str) -> None:
-    session = Session(ServerContext(store, settings(sqlite_url, allow_plaintext_auth=True)),
+async def test_allow_plaintext_auth_setting(store: Store, database_url: str) -> None:
+    session = Session(ServerContext(store, settings(database_url, allow_plaintext_auth=True)),
                       REMOTE)
     assert b'"SASL" "PLAIN LOGIN"\r\n' in session.greeting()
     assert await run(session, auth()) == b'OK "Logged in"\r\n'
     assert session.state is State.AUTH and session.address == USER
 
 
-async def test_implicit_tls_session_offers_login(store: Store, sqlite_url: str) -> None:
-    session = Session(ServerContext(store, settings(sqlite_url)), REMOTE, tls=True)
+async def test_implicit_tls_session_offers_login(store: Store, database_url: str) -> None:
+    session = Session(ServerContext(store, settings(database_url)), REMOTE, tls=True)
     assert b'"SASL" "PLAIN LOGIN"\r\n' in session.greeting()
     assert await run(session, auth()) == b'OK "Logged in"\r\n'
 
@@ -123,14 +123,14 @@ def test_peer_classification(peername: object, loopback: bool, address: str) -> 
 
 @pytest.mark.parametrize(("peer", "other_user_blocked"), [(REMOTE, True), (LOCAL, False)],
                          ids=["remote-by-address", "loopback-by-address-and-login"])
-async def test_throttle_key(store: Store, sqlite_url: str, peer: Peer,
+async def test_throttle_key(store: Store, database_url: str, peer: Peer,
                             other_user_blocked: bool) -> None:
     """Failed logins count against the peer address, and for a loopback peer (a webmail
     on this machine, whose users all share 127.0.0.1) against the address and login."""
     async with store.transaction() as db:
         await add_user(db, "ann@example.org")
         await set_password_hash(db, "ann@example.org", "{PLAIN}ann's")
-    context = ServerContext(store, settings(sqlite_url, allow_plaintext_auth=True,
+    context = ServerContext(store, settings(database_url, allow_plaintext_auth=True,
                                             managesieve_auth_max_failures=2))
     wrong = auth(password="wrong")
     assert await run(Session(context, peer), wrong + wrong) == \
@@ -152,21 +152,21 @@ async def test_throttle_key(store: Store, sqlite_url: str, peer: Peer,
     ("ann@example.org", b'NO "PLAIN: authorization identity must be empty or the same as '
                         b'the authentication identity"\r\n'),
 ])
-async def test_authzid_is_compared_as_an_address(store: Store, sqlite_url: str,
+async def test_authzid_is_compared_as_an_address(store: Store, database_url: str,
                                                  authzid: str, reply: bytes) -> None:
     """The domain of the SASL PLAIN authorization identity is case-insensitive, as the
     store compares addresses; the local part is not."""
-    session = Session(ServerContext(store, settings(sqlite_url)), LOCAL)
+    session = Session(ServerContext(store, settings(database_url)), LOCAL)
     request = f'AUTHENTICATE "PLAIN" "{plain(USER, PASSWORD, authzid)}"\r\n'.encode()
     assert await run(session, request) == reply
 
 
 async def test_unexpected_error_is_no_and_the_session_goes_on(
-        store: Store, sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
+        store: Store, database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     async def broken_sleep(seconds: float) -> None:
         raise RuntimeError("clock on fire")
 
-    context = ServerContext(store, settings(sqlite_url), sleep=broken_sleep)
+    context = ServerContext(store, settings(database_url), sleep=broken_sleep)
     session = Session(context, LOCAL)
     with caplog.at_level(logging.ERROR, logger="mda.managesieve"):
         assert await run(session, auth(password="wrong")) == b'NO "internal error"\r\n'
@@ -175,8 +175,8 @@ async def test_unexpected_error_is_no_and_the_session_goes_on(
     assert await run(session, b"NOOP\r\n" + auth()) == b'OK "Done"\r\nOK "Logged in"\r\n'
 
 
-async def test_old_hash_is_upgraded_after_a_good_login(store: Store, sqlite_url: str) -> None:
-    session = Session(ServerContext(store, settings(sqlite_url)), LOCAL)
+async def test_old_hash_is_upgraded_after_a_good_login(store: Store, database_url: str) -> None:
+    session = Session(ServerContext(store, settings(database_url)), LOCAL)
     assert await run(session, auth()) == b'OK "Logged in"\r\n'
     async with store.read() as db:
         stored = (await find_user(db, USER)).password_hash
@@ -184,26 +184,26 @@ async def test_old_hash_is_upgraded_after_a_good_login(store: Store, sqlite_url:
     assert verify_password(stored, PASSWORD)
 
 
-async def test_unusable_stored_hash_fails_the_login(store: Store, sqlite_url: str,
+async def test_unusable_stored_hash_fails_the_login(store: Store, database_url: str,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     async with store.transaction() as db:
         await set_password_hash(db, USER, "{MD5}abcdef")
-    session = Session(ServerContext(store, settings(sqlite_url)), LOCAL)
+    session = Session(ServerContext(store, settings(database_url)), LOCAL)
     with caplog.at_level(logging.ERROR, logger="mda.managesieve"):
         assert await run(session, auth()) == b'NO "authentication failed"\r\n'
     assert "the stored password of joe@example.org cannot be used" in caplog.text
     assert PASSWORD not in caplog.text
 
 
-async def test_user_without_password_cannot_log_in(store: Store, sqlite_url: str) -> None:
+async def test_user_without_password_cannot_log_in(store: Store, database_url: str) -> None:
     async with store.transaction() as db:
         await set_password_hash(db, USER, None)
-    session = Session(ServerContext(store, settings(sqlite_url)), LOCAL)
+    session = Session(ServerContext(store, settings(database_url)), LOCAL)
     assert await run(session, auth()) == b'NO "authentication failed"\r\n'
 
 
-async def test_deleted_user_mid_session(store: Store, sqlite_url: str) -> None:
-    session = Session(ServerContext(store, settings(sqlite_url)), LOCAL)
+async def test_deleted_user_mid_session(store: Store, database_url: str) -> None:
+    session = Session(ServerContext(store, settings(database_url)), LOCAL)
     assert await run(session, auth()) == b'OK "Logged in"\r\n'
     async with store.transaction() as db:
         await delete_user(db, USER)

@@ -23,6 +23,7 @@ from mda.store.migrate import upgrade_async
 from tests.store.conftest import new_user
 
 
+@pytest.mark.sqlite_only
 async def test_missing_sqlite_file_is_unavailable_and_not_created(tmp_path: Path) -> None:
     path = tmp_path / "missing.sqlite3"
     async with Store(f"sqlite+aiosqlite:///{path}") as store:
@@ -32,6 +33,7 @@ async def test_missing_sqlite_file_is_unavailable_and_not_created(tmp_path: Path
     assert not path.exists()
 
 
+@pytest.mark.sqlite_only
 async def test_unmigrated_database_is_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "empty.sqlite3"
     sqlite3.connect(path).close()
@@ -58,6 +60,7 @@ async def test_an_exception_rolls_the_whole_transaction_back(store: Store) -> No
         assert await list_users(session) == []
 
 
+@pytest.mark.sqlite_only
 async def test_sqlite_writer_waits_for_another_process_lock(sqlite_url: str) -> None:
     """A write lock held by another connection (another process, e.g. the CLI) is waited
     for under the busy timeout instead of failing with "database is locked"."""

@@ -67,12 +67,14 @@ def test_downgrade_to_base_removes_every_table(db_url: str) -> None:
     assert not (TABLES & tables)
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_parent_directories_are_created(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "mda.sqlite3"
     upgrade(f"sqlite+aiosqlite:///{path}")
     assert path.is_file()
 
 
+@pytest.mark.sqlite_only
 def test_relative_sqlite_path_is_relative_to_the_current_directory(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -97,6 +99,7 @@ def test_every_revision_chains_and_stands_alone() -> None:
         assert "import mda" not in source and "from mda" not in source, path.name
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_is_in_wal_mode_after_upgrade(sqlite_url: str) -> None:
     upgrade(sqlite_url)
 
