@@ -13,7 +13,7 @@ import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -21,6 +21,9 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+if TYPE_CHECKING:
+    from mda.store.engine import EngineOptions
 
 DEFAULT_DATABASE_PATH = Path("var") / "mda.sqlite3"
 
@@ -105,6 +108,31 @@ class Settings(BaseSettings):
         default=f"sqlite+aiosqlite:///{DEFAULT_DATABASE_PATH}",
         description="SQLAlchemy async URL; default a SQLite file under ./var/",
     )
+    # Connection pool and timeouts of `mda serve` (mda.store.engine.EngineOptions). Each
+    # process (each worker) has its own pool.
+    database_pool_size: int = Field(
+        default=10, ge=1, description="connections each mda serve process keeps pooled")
+    database_max_overflow: int = Field(
+        default=10, ge=0, description="connections opened beyond the pool under load")
+    database_pool_timeout: float = Field(
+        default=10.0, gt=0,
+        description="seconds a delivery waits for a free pooled connection before 451 4.3.0")
+    database_connect_timeout: float = Field(
+        default=10.0, gt=0, description="seconds to open a PostgreSQL connection")
+    database_statement_timeout: float = Field(
+        default=30.0, ge=0,
+        description="PostgreSQL statement_timeout in seconds (a longer statement is cancelled "
+        "and the recipient gets 451 4.3.0); the client gives up 2 s later; 0 = none")
+    database_lock_timeout: float = Field(
+        default=0.0, ge=0,
+        description="PostgreSQL lock_timeout in seconds; 0 = only statement_timeout applies")
+    database_busy_timeout: float = Field(
+        default=30.0, ge=0,
+        description="seconds a SQLite connection waits for another process's write lock")
+    workers: int = Field(
+        default=1, ge=1, le=256,
+        description="mda serve processes sharing the listening sockets (pre-fork); 1 = "
+        "one process, no supervisor")
     lmtp_listen: str = Field(
         default="127.0.0.1:2424", description="host:port or unix:/path for the LMTP listener"
     )
@@ -287,6 +315,22 @@ class Settings(BaseSettings):
         if self.managesieve_tls_listen and self.tls_cert is None:
             raise ValueError("managesieve_tls_listen needs tls_cert and tls_key")
         return self
+
+    def engine_options(self) -> EngineOptions:
+        """The `database_*` pool and timeout settings for `mda.store.Store`.
+
+        Returns:
+            An `mda.store.engine.EngineOptions`.
+        """
+        from mda.store.engine import EngineOptions
+
+        return EngineOptions(
+            pool_size=self.database_pool_size, max_overflow=self.database_max_overflow,
+            pool_timeout=self.database_pool_timeout,
+            connect_timeout=self.database_connect_timeout,
+            statement_timeout=self.database_statement_timeout,
+            lock_timeout=self.database_lock_timeout,
+            busy_timeout=self.database_busy_timeout)
 
     @classmethod
     def settings_customise_sources(

@@ -12,7 +12,17 @@ with "database is locked":
 - write transactions start with `BEGIN IMMEDIATE`, so the write lock is taken up front and
   never upgraded half-way (the upgrade is what deadlocks and fails at once);
 - within one process writers also queue on an asyncio lock, and other processes (the CLI
-  next to `mda serve`) wait up to `busy_timeout` seconds for the file lock.
+  next to `mda serve`, other `mda serve` processes or workers on the same file) wait up to
+  `EngineOptions.busy_timeout` seconds for the file lock.
+
+PostgreSQL connections are pooled (`EngineOptions`: pool size, overflow, how long to wait for
+a free connection), checked with a ping when taken from the pool (a connection that died
+while idle, e.g. across a server restart, is replaced, so mda recovers without a restart),
+and carry the server settings `statement_timeout` and `lock_timeout`; the client gives up on
+a statement a little after the server would have (`statement_timeout` +
+`CLIENT_TIMEOUT_MARGIN`), so a server or network that stops answering ends in an error, never
+in a hang. Every such failure is `StoreUnavailable` (`is_unavailable`), which delivery answers
+with 451 4.3.0, its transaction rolled back.
 """
 
 from __future__ import annotations
@@ -22,11 +32,15 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from mda.store.errors import StoreUnavailable
@@ -35,7 +49,64 @@ log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT = 30.0  # seconds a SQLite connection waits for another process's write lock
 CONNECT_TIMEOUT = 10.0  # seconds to reach PostgreSQL (or get a pooled connection) before 451
-_BEGIN_OPTION = "mda_sqlite_begin"
+CLIENT_TIMEOUT_MARGIN = 2.0  # seconds the client waits beyond the server's statement_timeout
+SQLITE_BEGIN_OPTION = "mda_sqlite_begin"  # execution option: BEGIN <value> on SQLite
+
+# SQLSTATEs (PostgreSQL Appendix A) that mean "try again later", not a bug of ours: whole
+# classes 08 connection exception, 53 insufficient resources, 57 operator intervention
+# (57014 query_canceled = statement_timeout, 57P01 admin_shutdown = pg_terminate_backend or a
+# server shutdown, 57P03 cannot_connect_now = still starting), 58 system error; and
+# 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available
+# (lock_timeout).
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """How the engine pools connections and how long it waits (the `MDA_DATABASE_*`
+    settings; `mda.config.Settings.engine_options`).
+
+    The defaults suit short-lived callers (the CLI, migrations, tests): no statement
+    timeout. Each process has its own pool: N `mda serve` workers hold up to
+    N x (`pool_size` + `max_overflow`) connections.
+
+    Attributes:
+        pool_size: connections kept open in the pool.
+        max_overflow: connections opened beyond `pool_size` under load (closed when
+            returned).
+        pool_timeout: seconds to wait for a free connection when all are in use, then
+            `StoreUnavailable`.
+        connect_timeout: seconds to open a PostgreSQL connection.
+        statement_timeout: PostgreSQL `statement_timeout` in seconds (the server cancels a
+            longer statement, SQLSTATE 57014); the client gives up
+            `CLIENT_TIMEOUT_MARGIN` seconds later. 0 = none.
+        lock_timeout: PostgreSQL `lock_timeout` in seconds (waiting for one lock, SQLSTATE
+            55P03). 0 = none (only `statement_timeout` bounds the wait).
+        busy_timeout: seconds a SQLite connection waits for another process's write lock
+            before "database is locked".
+        application_name: PostgreSQL `application_name`, shown in `pg_stat_activity`.
+    """
+
+    pool_size: int = 10
+    max_overflow: int = 10
+    pool_timeout: float = CONNECT_TIMEOUT
+    connect_timeout: float = CONNECT_TIMEOUT
+    statement_timeout: float = 0.0
+    lock_timeout: float = 0.0
+    busy_timeout: float = BUSY_TIMEOUT
+    application_name: str = "mda"
+
+    def asyncpg_connect_args(self) -> dict[str, Any]:
+        """The `connect_args` for SQLAlchemy's asyncpg dialect: connect timeout, client-side
+        command timeout and the server settings (values in milliseconds, as text)."""
+        server_settings = {"application_name": self.application_name,
+                           "statement_timeout": str(round(self.statement_timeout * 1000)),
+                           "lock_timeout": str(round(self.lock_timeout * 1000))}
+        return {"timeout": self.connect_timeout,
+                "command_timeout": (self.statement_timeout + CLIENT_TIMEOUT_MARGIN
+                                    if self.statement_timeout > 0 else None),
+                "server_settings": server_settings}
 
 
 def sqlite_path(url: str | URL) -> Path | None:
@@ -56,11 +127,16 @@ def sqlite_path(url: str | URL) -> Path | None:
     return Path(database)
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """Create mda's async engine for `url` with the SQLite set-up described above.
+def create_engine(url: str, options: EngineOptions | None = None, *,
+                  create: bool = True) -> AsyncEngine:
+    """Create mda's async engine for `url` with the set-up described above.
 
     Args:
         url: SQLAlchemy async URL (`sqlite+aiosqlite:///path`, `postgresql+asyncpg://...`).
+        options: pool and timeout settings; None = `EngineOptions()`.
+        create: whether connecting may create a missing SQLite file (migrations do); with
+            False a connection to a file that is gone fails (SQLite `mode=rw`) instead of
+            leaving the pool holding a new, empty database.
 
     Returns:
         The engine; no connection is made yet.
@@ -68,24 +144,38 @@ def create_engine(url: str) -> AsyncEngine:
     Raises:
         StoreUnavailable: the URL cannot be parsed or names a driver that is not installed.
     """
+    options = options or EngineOptions()
+    pool = {"pool_size": options.pool_size, "max_overflow": options.max_overflow,
+            "pool_timeout": options.pool_timeout}
     try:
         parsed = make_url(url)
+        path = sqlite_path(parsed)
+        if path is not None and not create:
+            parsed = parsed.set(database=f"file:{quote(str(path))}",
+                                query={**parsed.query, "mode": "rw", "uri": "true"})
         if parsed.get_backend_name() == "sqlite":
             engine = create_async_engine(
-                parsed, connect_args={"timeout": BUSY_TIMEOUT}, pool_size=8, max_overflow=8)
-            _configure_sqlite(engine)
+                parsed, connect_args={"timeout": options.busy_timeout}, **pool)
+            _configure_sqlite(engine, options.busy_timeout)
         else:
-            connect_args = {"timeout": CONNECT_TIMEOUT} if parsed.get_driver_name() == "asyncpg" \
-                else {}
-            engine = create_async_engine(parsed, pool_pre_ping=True, pool_size=10,
-                                         max_overflow=10, pool_timeout=CONNECT_TIMEOUT,
-                                         connect_args=connect_args)
+            connect_args = options.asyncpg_connect_args() \
+                if parsed.get_driver_name() == "asyncpg" else {}
+            engine = create_async_engine(parsed, pool_pre_ping=True, connect_args=connect_args,
+                                         **pool)
+            event.listen(engine.sync_engine, "handle_error", _discard_timed_out_connection)
     except Exception as exc:  # ArgumentError, NoSuchModuleError, ImportError
         raise StoreUnavailable(f"cannot use database URL {safe_url(url)}: {exc}") from exc
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _discard_timed_out_connection(context: ExceptionContext) -> None:
+    """A connection whose statement ran out of the client's time is in an unknown state
+    (the answer may still come, or never): have the pool close it rather than reuse it."""
+    if isinstance(context.original_exception, (TimeoutError, asyncio.TimeoutError)):
+        context.is_disconnect = True
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout: float) -> None:
     """Install the WAL / busy-timeout / BEGIN IMMEDIATE hooks on a SQLite engine."""
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -94,14 +184,14 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn) -> None:
-        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(_BEGIN_OPTION, '')}")
+        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(SQLITE_BEGIN_OPTION, '')}")
 
 
 def safe_url(url: str | URL) -> str:
@@ -127,12 +217,20 @@ def is_unavailable(exc: BaseException) -> bool:
         exc: an exception raised while talking to the database.
 
     Returns:
-        True for connection failures, timeouts, locks and other operational errors.
+        True for connection failures, timeouts (the client's, no free pooled connection
+        within the pool timeout, and PostgreSQL's statement_timeout and lock_timeout),
+        locks, deadlocks, a server shutting down or terminating the connection, and other
+        operational errors.
     """
     if isinstance(exc, (OperationalError, InterfaceError, OSError, ConnectionError,
-                        asyncio.TimeoutError)):
+                        asyncio.TimeoutError, PoolTimeout)):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) \
+        or getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and (sqlstate in _TRANSIENT_SQLSTATES
+                                      or sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES)):
         return True
     # asyncpg raises its own connection errors outside the DBAPI wrapper at connect time.
     module = type(exc).__module__
@@ -150,19 +248,20 @@ class Store:
 
     Args:
         url: SQLAlchemy async URL.
+        options: pool and timeout settings; None = `EngineOptions()` (no statement timeout).
 
     Raises:
         StoreUnavailable: the URL is unusable (see `create_engine`).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, options: EngineOptions | None = None) -> None:
         self.url = url
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, options, create=False)
         self.dialect = self.engine.dialect.name
         self._sqlite_file = sqlite_path(url)
         write_engine = self.engine
         if self.dialect == "sqlite":
-            write_engine = self.engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+            write_engine = self.engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         self._write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock: asyncio.Lock | None = None
