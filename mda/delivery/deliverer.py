@@ -119,6 +119,7 @@ from mda.store import (
 )
 from mda.store.blobs import drop_blob_if_unreferenced, store_blob
 from mda.store.messages import is_valid_flag
+from mda.store.users import lock_user
 from mda.store.vacation import (
     claim_vacation_reply,
     record_vacation_reply,
@@ -601,6 +602,7 @@ class Deliverer:
         try:
             connection = await self._connect(plan, outbound, transaction, rcpt)
             async with self.store.transaction() as session:
+                await lock_user(session, plan.user.id)  # first: no deadlock on PostgreSQL
                 stored = await self._copies(session, transaction, rcpt, plan, blob,
                                             plan.targets)
                 await self._send(session, connection, plan, transaction, rcpt)

@@ -224,6 +224,29 @@ async def set_password_hash(session: AsyncSession, address: str,
     return user
 
 
+async def lock_user(session: AsyncSession, user_id: int) -> None:
+    """Hold the user's row lock until the caller's write transaction ends (PostgreSQL
+    `SELECT ... FOR UPDATE`; on SQLite, BEGIN IMMEDIATE already serialises every writer).
+
+    A delivery takes it before anything else, so of two concurrent transactions for one user
+    (in one mda or in several on one database) the second waits before it has touched
+    anything. Without it, two deliveries creating the same new mailboxes in opposite orders,
+    or one creating a mailbox the other then needs while holding the quota row, wait for each
+    other, and PostgreSQL aborts one of them as a deadlock.
+
+    Args:
+        session: a write session.
+        user_id: the user's id.
+
+    Raises:
+        UserNotFound: the user no longer exists.
+    """
+    found = (await session.execute(
+        select(User.id).where(User.id == user_id).with_for_update())).scalar_one_or_none()
+    if found is None:
+        raise UserNotFound(f"no user with id {user_id}")
+
+
 async def charge_quota(session: AsyncSession, user_id: int, size: int,
                        messages: int = 1) -> QuotaUsage:
     """Count `size` bytes and `messages` messages against the user's quota, if they fit.
