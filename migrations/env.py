@@ -2,8 +2,12 @@
 
 The URL comes from `config.attributes["url"]` (set by `mda.store.migrate`), else from the
 `sqlalchemy.url` option, else from mda's settings. The engine is built by
-`mda.store.engine.create_engine`, so SQLite gets the same BEGIN handling as at run time and
-each migration runs inside one transaction.
+`mda.store.engine.create_engine`, so SQLite gets the same BEGIN handling as at run time.
+
+All pending revisions run in ONE transaction that first takes a lock, so several mda
+processes starting at once on one database migrate it once: the first applies the revisions,
+the others wait, then find it at head (PostgreSQL: a transaction-level advisory lock;
+SQLite: BEGIN IMMEDIATE, the write lock). A failing revision rolls back the whole run.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from mda.store.engine import create_engine
+from mda.store.engine import SQLITE_BEGIN_OPTION, create_engine
 from mda.store.models import Base
+
+MIGRATION_LOCK = 0x6D64615F6D6967  # pg_advisory_xact_lock key of mda's migrations
 
 config = context.config
 target_metadata = Base.metadata
@@ -49,6 +55,13 @@ def run_migrations_offline() -> None:
 
 
 def _run_sync(connection: Connection) -> None:
+    # Begin the run's one transaction with the lock; alembic sees a transaction already open
+    # and runs every revision inside it.
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+    else:
+        connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        connection.begin()
     _configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()
