@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -100,12 +101,14 @@ class HttpServer:
         self._healthy: bool | None = None  # last /healthz result, to log changes only
 
     async def listen(self, *, host: str | None = None, port: int | None = None,
-                     path: Path | None = None) -> tuple[str, int] | str:
+                     path: Path | None = None,
+                     sock: socket.socket | None = None) -> tuple[str, int] | str:
         """Start a listener.
 
         Args:
             host, port: TCP address (port 0: the system picks one).
             path: a unix-domain socket path instead of host and port.
+            sock: an already bound, listening socket instead (`mda.server.bind_listener`).
 
         Returns:
             The bound (host, port), or the socket path.
@@ -113,11 +116,17 @@ class HttpServer:
         Raises:
             OSError: the address cannot be bound.
         """
+        if sock is not None and sock.family == socket.AF_UNIX:
+            self._servers.append(await asyncio.start_unix_server(self._accept, sock=sock))
+            return str(sock.getsockname())
         if path is not None:
             server = await asyncio.start_unix_server(self._accept, str(path))
             self._servers.append(server)
             return str(path)
-        server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
+        if sock is not None:
+            server = await asyncio.start_server(self._accept, sock=sock)
+        else:
+            server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
         self._servers.append(server)
         bound = server.sockets[0].getsockname()
         return bound[0], bound[1]

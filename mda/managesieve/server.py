@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from pathlib import Path
 
@@ -238,13 +239,15 @@ class ManageSieveServer:
         self._empty.set()
 
     async def listen(self, *, host: str | None = None, port: int | None = None,
-                     path: Path | None = None, tls: bool = False) -> tuple[str, int] | str:
+                     path: Path | None = None, sock: socket.socket | None = None,
+                     tls: bool = False) -> tuple[str, int] | str:
         """Start a listener.
 
         Args:
             host, port: TCP address (port 0: the system picks one).
             path: a unix-domain socket path instead of host and port; the socket file is
                 made mode 0666 (a webmail may run as another user).
+            sock: an already bound, listening socket instead (`mda.server.bind_listener`).
             tls: implicit TLS (the handshake comes first; no STARTTLS).
 
         Returns:
@@ -263,13 +266,20 @@ class ManageSieveServer:
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await self._serve(reader, writer, tls=tls)
 
+        if sock is not None and sock.family == socket.AF_UNIX:
+            self._servers.append(await asyncio.start_unix_server(accept, sock=sock,
+                                                                 ssl=ssl_context))
+            return str(sock.getsockname())
         if path is not None:
             server = await asyncio.start_unix_server(accept, str(path), ssl=ssl_context)
             Path(path).chmod(0o666)  # logins are authenticated; the directory limits access
             self._servers.append(server)
             return str(path)
-        server = await asyncio.start_server(accept, host, port, ssl=ssl_context,
-                                            reuse_address=True)
+        if sock is not None:
+            server = await asyncio.start_server(accept, sock=sock, ssl=ssl_context)
+        else:
+            server = await asyncio.start_server(accept, host, port, ssl=ssl_context,
+                                                reuse_address=True)
         self._servers.append(server)
         bound = server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
