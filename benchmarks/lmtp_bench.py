@@ -8,11 +8,14 @@ delivers `--size`-byte messages, one recipient per transaction, until `--message
 been sent in total.
 
 Printed: deliveries per second, p50/p99 latency of a transaction (MAIL to the reply after
-DATA, ms) and the server's peak RSS (VmHWM from /proc/<pid>/status, MB).
+DATA, ms) and the server's peak RSS (VmHWM from /proc/<pid>/status, MB). With `--workers N`
+the server is a pre-fork parent with N workers: the peak RSS is the largest worker's, and
+the deliveries each worker made are printed too.
 
     python benchmarks/lmtp_bench.py                      # 8 connections, 10 KB, 20 rules
     python benchmarks/lmtp_bench.py --connections 32 --messages 5000
     python benchmarks/lmtp_bench.py --database-url postgresql+asyncpg://postgres@127.0.0.1/test
+    python benchmarks/lmtp_bench.py --database-url postgresql+asyncpg://... --workers 2 --seconds 30
     python benchmarks/lmtp_bench.py --target 127.0.0.1:2424 --users-exist u0@bench.test
 """
 
@@ -73,14 +76,17 @@ def run_cli(env: dict[str, str], *args: str) -> None:
         sys.exit(f"mda {' '.join(args)} failed: {proc.stderr.decode().strip()}")
 
 
-def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Popen, str, list[str], dict[str, str]]:
-    """Set up the database, users and script; start `mda serve`; return (proc, where, users)."""
+def start_server(args: argparse.Namespace, workdir: Path, per_worker: dict[int, int]
+                 ) -> tuple[subprocess.Popen, str, list[str], dict[str, str]]:
+    """Set up the database, users and script; start `mda serve` (with `--workers`); return
+    (proc, where, users, env). `per_worker` is filled with deliveries per worker pid."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MDA_")}
     env["MDA_DATABASE_URL"] = args.database_url or f"sqlite+aiosqlite:///{workdir / 'bench.sqlite3'}"
     env["MDA_LMTP_LISTEN"] = "127.0.0.1:0"
     env["MDA_HOSTNAME"] = "bench.test"
     env["MDA_SIEVE_SCRIPTS_DIR"] = str(workdir / "sieve_scripts")
     env["MDA_LOG_LEVEL"] = "INFO"  # the startup line tells us the port
+    env["MDA_WORKERS"] = str(args.workers)
     script = workdir / "rules.sieve"
     script.write_text(sieve_script(args.rules))
     run_cli(env, "db", "upgrade")
@@ -107,9 +113,29 @@ def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Po
     if not where:
         proc.kill()
         sys.exit("mda serve did not start:\n" + "".join(log))
-    # Keep draining stderr so the server never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+    # Keep draining stderr so the server never blocks on a full pipe; count who delivered.
+    threading.Thread(target=count_deliveries, args=(proc.stderr, per_worker),
+                     daemon=True).start()
     return proc, where, users, env
+
+
+def count_deliveries(stream, per_worker: dict[int, int]) -> None:
+    """Read the server's log to its end, counting `result=` lines per worker pid."""
+    for raw in stream:
+        match = re.search(rb"mda\.lmtp\[(\d+)\]: .* result=", raw)
+        if match:
+            pid = int(match.group(1))
+            per_worker[pid] = per_worker.get(pid, 0) + 1
+
+
+def workers_peak_rss_mb(pid: int) -> float | None:
+    """The largest peak RSS among the process and its children (the workers), in MB."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    values = [v for v in (peak_rss_mb(p) for p in [pid, *map(int, children)]) if v is not None]
+    return max(values) if values else None
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -124,16 +150,20 @@ def peak_rss_mb(pid: int) -> float | None:
 
 async def drive(host: str, port: int, users: list[str], args: argparse.Namespace
                 ) -> tuple[list[float], dict[str, int], float]:
-    """Run the load; return (latencies in ms, reply status counts, elapsed seconds)."""
+    """Run the load (`--messages` transactions, or as many as fit in `--seconds`); return
+    (latencies in ms, reply status counts, elapsed seconds)."""
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     counter = iter(range(args.messages))
     payloads = [message(args.size, n) for n in range(64)]
+    deadline = time.perf_counter() + args.seconds if args.seconds else None
 
     async def connection(index: int) -> None:
         client = await LMTPClient.connect(host, port)
         await client.lhlo("bench.client")
         for n in counter:
+            if deadline is not None and time.perf_counter() > deadline:
+                break
             rcpt = users[(index + n) % len(users)]
             started = time.perf_counter()
             result = await client.transaction("load@bench.example", [rcpt],
@@ -161,6 +191,10 @@ def main() -> int:
     parser.add_argument("--rules", type=int, default=20, help="rules in the Sieve script")
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--database-url", default=None, help="default: a temp SQLite file")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="mda serve --workers N (pre-fork worker processes)")
+    parser.add_argument("--seconds", type=float, default=0,
+                        help="stop after this many seconds (with --messages as an upper bound)")
     parser.add_argument("--target", default=None,
                         help="host:port of a running mda serve (skips set-up; needs --users-exist)")
     parser.add_argument("--users-exist", nargs="*", default=[],
@@ -169,6 +203,7 @@ def main() -> int:
     args = parser.parse_args()
 
     proc = None
+    per_worker: dict[int, int] = {}
     with tempfile.TemporaryDirectory(prefix="mda-bench-") as tmp:
         if args.target:
             if not args.users_exist:
@@ -176,18 +211,21 @@ def main() -> int:
             host, _, port_text = args.target.rpartition(":")
             host, port, users, pid = host.strip("[]"), int(port_text), args.users_exist, args.pid
         else:
-            proc, where, users, _ = start_server(args, Path(tmp))
+            proc, where, users, _ = start_server(args, Path(tmp), per_worker)
             host, _, port_text = where.rpartition(":")
             port, pid = int(port_text), proc.pid
         try:
             latencies, statuses, elapsed = asyncio.run(drive(host, port, users, args))
-            rss = peak_rss_mb(pid) if pid else None
+            rss = workers_peak_rss_mb(pid) if pid else None
         finally:
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
 
     print(f"connections          {args.connections}")
+    print(f"workers              {args.workers}" + (
+        " (deliveries per worker: " + ", ".join(map(str, sorted(per_worker.values(), reverse=True)))
+        + ")" if args.workers > 1 else ""))
     print(f"messages             {len(latencies)} x {args.size} bytes, {args.rules}-rule script,"
           f" {len(users)} user(s)")
     print(f"replies              " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
