@@ -9,8 +9,11 @@ Why a parent that binds, rather than N processes each binding with SO_REUSEPORT:
   that worker dies, or waits for a hung one), and a restarted worker accepts from the same
   queue at once;
 - port 0 works (the parent learns the port once), and no other process can join the port.
-The price is that an idle worker which wakes first takes the next connection, so connections
-spread by who is free rather than evenly; for delivery that is the better rule.
+Every worker is woken for a new connection and one takes it; `mda.server.SharedAcceptor`
+makes that the least busy one.
+
+Per-process state stays per worker: the `/metrics` counters (a scrape is answered by one
+worker) and ManageSieve's failed-login throttle (each worker counts its own failures).
 
 Lifecycle (`run`):
 1. The caller has applied the migrations (once, here in the parent) and bound the sockets
@@ -107,6 +110,10 @@ def run(settings: Settings, listeners: Listeners, tls_context: ssl.SSLContext | 
     try:
         log.info("pre-fork parent: starting %d workers on LMTP %s", workers,
                  listeners.lmtp.where)
+        if listeners.http is not None:
+            log.warning("pre-fork parent: each worker keeps its own counters; a /metrics "
+                        "scrape on %s shows those of the worker that answers it",
+                        listeners.http.where)
         for slot in supervisor.slots:
             _spawn(supervisor, slot, old_mask)
         _supervise(supervisor, old_mask)

@@ -84,7 +84,7 @@ def launch(instance_env: dict[str, str], tmp_path: Path) -> Iterator[Launch]:
     yield start
     children = {pid for server in servers for pid in _children(server.proc.pid)}
     stop_servers(servers)
-    assert not [pid for pid in children if _alive(pid)], "workers outlived their parent"
+    assert not [pid for pid in children if alive(pid)], "workers outlived their parent"
 
 
 def wait_started(server: ServerProcess) -> None:
@@ -123,7 +123,7 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

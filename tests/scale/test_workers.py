@@ -14,7 +14,7 @@ from tests.conftest import MDA_BIN
 from tests.e2e.conftest import ServerProcess
 from tests.lmtp import statuscodes as S
 from tests.lmtp.client import LMTPClient
-from tests.scale.conftest import Cli, Launch, parent_pid, wait_started, worker_pids
+from tests.scale.conftest import Cli, Launch, alive, parent_pid, wait_started, worker_pids
 
 USER = "bob@example.org"
 
@@ -115,6 +115,22 @@ async def test_workers_setting_from_the_environment_and_sigint(cli: Cli,
     server.wait_for_log(r"pre-fork parent: SIGINT: stopping 3 workers")
     for pid in workers:
         server.wait_for_log(rf"pre-fork parent: worker {pid} stopped")
+
+
+async def test_workers_stop_gracefully_when_the_parent_is_killed(cli: Cli,
+                                                                 launch: Launch) -> None:
+    cli("db", "upgrade")
+    cli("user", "add", USER)
+    server = launch("--workers", "2")
+    workers = worker_pids(server, 2)
+    server.proc.kill()
+    server.proc.wait(10)
+    for pid in workers:  # SIGTERM from the kernel (PR_SET_PDEATHSIG): a graceful stop
+        await asyncio.to_thread(server.wait_for_log, rf"mda\.server\[{pid}\]: stopped", 30)
+    deadline = asyncio.get_running_loop().time() + 10
+    while any(alive(pid) for pid in workers):
+        assert asyncio.get_running_loop().time() < deadline, "a worker outlived its parent"
+        await asyncio.sleep(0.05)
 
 
 def test_bad_worker_counts_are_refused(mda_env: dict[str, str]) -> None:
