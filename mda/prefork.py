@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass, field
 
 from mda.config import Settings
-from mda.server import Listeners, serve
+from mda.server import Listeners, log_sighup_ignored, serve
 
 log = logging.getLogger("mda.server")
 
@@ -56,7 +56,7 @@ QUICK_EXIT = 5.0  # seconds: a worker that dies sooner is restarted after a paus
 MAX_RESTART_DELAY = 30.0  # seconds: the longest pause before restarting a worker
 MAX_QUICK_EXITS = 5  # quick deaths in a row (one slot) before the parent gives up
 _PR_SET_PDEATHSIG = 1  # prctl(2) option: signal this process when its parent dies
-_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP}
 
 
 @dataclass
@@ -129,6 +129,8 @@ def _supervise(supervisor: _Supervisor, old_mask: set[signal.Signals]) -> None:
     while any(slot.pid is not None for slot in supervisor.slots) or (
             not supervisor.stopping and any(s.restart_at is not None for s in supervisor.slots)):
         info = signal.sigtimedwait(_SIGNALS, _next_wakeup(supervisor))
+        if info is not None and info.si_signo == signal.SIGHUP:
+            log_sighup_ignored()
         if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT) \
                 and not supervisor.stopping:
             _stop_all(supervisor, signal.Signals(info.si_signo).name)

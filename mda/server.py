@@ -17,7 +17,7 @@ Lifecycle:
    (...)`. The TLS certificate (`tls_cert`, `tls_key`) is loaded once (in the parent, with
    workers); an unreadable one stops the start with a one-line error. Message blobs that no
    copy refers to (a delivery cut off by a database outage) are swept at start and hourly.
-4. On SIGTERM or SIGINT: stop accepting connections; idle connections get `421 4.3.2`
+4. SIGHUP is logged and ignored (nothing is reloaded). On SIGTERM or SIGINT: stop accepting connections; idle connections get `421 4.3.2`
    (ManageSieve: `BYE`) and are closed; a connection in the middle of a transaction
    finishes it for up to `settings.shutdown_timeout` seconds. Then connections that are idle or still
    receiving commands or message text get `421 4.3.2` and are closed (nothing of theirs was
@@ -548,6 +548,14 @@ async def start_listener(address: ListenAddress, registry: ConnectionRegistry,
         raise
 
 
+def log_sighup_ignored() -> None:
+    """SIGHUP does not stop or reload mda (its default action would kill the process, cutting
+    deliveries in flight): settings and the TLS certificate are read at start, so say how to
+    apply changes instead."""
+    log.warning("SIGHUP ignored: settings and the TLS certificate are read at start; restart "
+                "mda (SIGTERM, then start it again) to apply changes")
+
+
 def describe_database(url: str) -> str:
     """The database for the startup line: the absolute file path for SQLite, otherwise the
     URL with any password masked.
@@ -730,6 +738,7 @@ async def _serve(settings: Settings, listeners: Listeners,
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, log_sighup_ignored)
         log.info("listening for LMTP on %s (hostname %s, max message size %d bytes, "
                  "database %s, sieve scripts %s)", listeners.lmtp.where, settings.hostname,
                  settings.max_message_size, describe_database(settings.database_url),
@@ -754,7 +763,7 @@ async def _serve(settings: Settings, listeners: Listeners,
             await _wait_for_deliveries(registry)
         await managesieve_closed
         await sweeper  # a sweep under way finishes (bounded by the store's timeouts)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     finally:
         await _dispose(store)

@@ -216,6 +216,26 @@ async def test_sigterm_finishes_the_delivery_in_flight(mda: Run, start_server) -
     server.wait_for_log(r"stopped")
 
 
+async def test_sighup_is_ignored_and_a_delivery_in_flight_is_answered(
+        mda: Run, start_server) -> None:
+    """SIGHUP's default action would kill mda mid-delivery; it is logged and ignored."""
+    add_users(mda, "bob@example.org")
+    server = start_server()
+    busy = await server.client()
+    await busy.send(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+    assert [r.status for r in await busy.read_replies(2)] == [S.SENDER_OK, S.RCPT_OK]
+    assert (await busy.read_reply()).code == S.START_DATA
+    await busy.send(b"Subject: across a hangup\r\n\r\nfirst half\r\n")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for_log(r"SIGHUP ignored: .*restart mda")
+    await busy.send(b"second half\r\n.\r\n")
+    assert (await busy.read_reply()).status == S.DELIVERED
+    await busy.quit()
+    assert server.proc.poll() is None
+    (stored,) = cli_json(mda, "message", "list", "bob@example.org")
+    assert stored["subject"] == "across a hangup"
+
+
 def test_sigint_stops_an_idle_server(start_server) -> None:
     server = start_server()
     server.proc.send_signal(signal.SIGINT)

@@ -14,7 +14,8 @@ from tests.conftest import MDA_BIN
 from tests.e2e.conftest import ServerProcess
 from tests.lmtp import statuscodes as S
 from tests.lmtp.client import LMTPClient
-from tests.scale.conftest import Cli, Launch, alive, parent_pid, wait_started, worker_pids
+from tests.scale.conftest import (WORKER_LISTENING, Cli, Launch, alive, parent_pid,
+                                  wait_started, worker_pids)
 
 USER = "bob@example.org"
 
@@ -75,6 +76,22 @@ async def test_workers_serve_one_listener_and_stop_together(cli: Cli, launch: La
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists()
     assert stored_subjects(cli) == sorted(f"n{n}" for n in range(30))
+
+
+async def test_sighup_to_the_parent_or_a_worker_is_ignored(cli: Cli, launch: Launch) -> None:
+    cli("db", "upgrade")
+    cli("user", "add", USER)
+    server = launch("--workers", "2")
+    workers = worker_pids(server, 2)
+    os.kill(server.proc.pid, signal.SIGHUP)
+    os.kill(workers[0], signal.SIGHUP)
+    await asyncio.sleep(0.5)
+    assert server.log_text().count("SIGHUP ignored") == 2, server.log_text()
+    assert server.proc.poll() is None and all(alive(pid) for pid in workers)
+    assert sum(bool(WORKER_LISTENING.search(line)) for line in list(server.log)) == 2  # none replaced
+    for n in range(4):
+        assert await deliver(server, n) == [S.DELIVERED]
+    assert server.stop() == 0
 
 
 async def test_a_worker_that_dies_is_replaced_and_nothing_queued_is_lost(
