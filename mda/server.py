@@ -17,9 +17,10 @@ Lifecycle:
    (...)`. The TLS certificate (`tls_cert`, `tls_key`) is loaded once (in the parent, with
    workers); an unreadable one stops the start with a one-line error. Message blobs that no
    copy refers to (a delivery cut off by a database outage) are swept at start and hourly.
-4. SIGHUP is logged and ignored (nothing is reloaded). On SIGTERM or SIGINT: stop accepting connections; idle connections get `421 4.3.2`
-   (ManageSieve: `BYE`) and are closed; a connection in the middle of a transaction
-   finishes it for up to `settings.shutdown_timeout` seconds. Then connections that are idle or still
+4. SIGHUP is logged and ignored (nothing is reloaded). On SIGTERM or SIGINT: stop
+   accepting connections; idle connections get `421 4.3.2` (ManageSieve: `BYE`) and are
+   closed; a connection in the middle of a transaction finishes it for up to
+   `settings.shutdown_timeout` seconds. Then connections that are idle or still
    receiving commands or message text get `421 4.3.2` and are closed (nothing of theirs was
    stored; the MTA retries), while a delivery that has started always runs to its end and
    is answered and logged: it is bounded by the store's own timeouts (SQLite busy timeout,
