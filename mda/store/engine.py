@@ -57,9 +57,11 @@ SQLITE_BEGIN_OPTION = "mda_sqlite_begin"  # execution option: BEGIN <value> on S
 # (57014 query_canceled = statement_timeout, 57P01 admin_shutdown = pg_terminate_backend or a
 # server shutdown, 57P03 cannot_connect_now = still starting), 58 system error; and
 # 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available
-# (lock_timeout).
+# (lock_timeout); and, as SQLite's missing file and "no such table", 3D000
+# invalid_catalog_name (the database does not exist: not created yet, dropped or renamed) and
+# 42P01 undefined_table (its schema is missing: `mda db upgrade` was not run).
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "3D000", "42P01"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +347,11 @@ class Store:
             raise
         except Exception as exc:
             if is_unavailable(exc):
-                raise StoreUnavailable(f"database unavailable: {error_reason(exc)}") from exc
+                reason = error_reason(exc)
+                sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+                if sqlstate == "42P01" or reason.startswith("no such table"):
+                    reason += " (run `mda db upgrade`)"
+                raise StoreUnavailable(f"database unavailable: {reason}") from exc
             raise
 
 
