@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import operator
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -98,15 +99,16 @@ def decode_response(text: str) -> bytes:
         raise SaslError(f"response is not valid base64 ({exc})") from exc
 
 
-class Exchange:
+class Exchange(ABC):
     """One SASL exchange in progress; subclasses implement a mechanism."""
 
     name = ""
 
+    @abstractmethod
     def first(self, initial: bytes | None) -> Step:
         """The first step, given the initial response (None when the client sent none)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def respond(self, text: str) -> Step:
         """Take the client's answer to the last challenge.
 
@@ -119,7 +121,6 @@ class Exchange:
         Raises:
             SaslAborted, SaslError.
         """
-        raise NotImplementedError
 
 
 def _utf8(data: bytes, what: str) -> str:
