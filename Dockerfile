@@ -11,18 +11,15 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY mda ./mda
-COPY migrations ./migrations
 
 # Every dependency has binary wheels for CPython 3.11 on amd64 and arm64: no compiler.
 RUN python -m venv /opt/mda \
  && /opt/mda/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
  && /opt/mda/bin/pip install /tmp/wheels/mda-*.whl
 
-# The alembic revisions are not part of the wheel: mda.store.migrate reads them from a
-# `migrations` folder beside the installed `mda` package, so put them there, and fail the
-# build now if mda cannot find them.
-RUN cp -r migrations "$(/opt/mda/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/migrations" \
- && /opt/mda/bin/python -c "from mda.store.migrate import head_revision; print('schema revisions up to', head_revision())"
+# The alembic revisions ship in the wheel (mda/migrations); fail the build now if the
+# installed mda cannot find them.
+RUN /opt/mda/bin/python -c "from mda.store.migrate import head_revision; print('schema revisions up to', head_revision())"
 
 # ---- final: the venv on a slim Python, run as user mda ---------------------------------
 FROM python:3.11-slim

@@ -1,9 +1,10 @@
-"""Schema migrations: apply the alembic revisions in `migrations/` programmatically.
+"""Schema migrations: apply the alembic revisions in `mda/migrations/` programmatically.
 
 No `alembic.ini` is read at run time and the current directory does not matter: the
-revision scripts are found next to the `mda` package, and the database URL is handed to
-`migrations/env.py` through the alembic `Config` object. `mda db upgrade` and `mda serve`
-(at start) call `upgrade`.
+revision scripts ship inside the `mda` package (`mda.migrations`, found through its
+`__file__`, so an installed wheel finds them too), and the database URL is handed to
+`mda/migrations/env.py` through the alembic `Config` object. `mda db upgrade` and
+`mda serve` (at start) call `upgrade`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+import mda.migrations
 from mda.store.engine import is_unavailable, error_reason, ensure_sqlite_directory
 from mda.store.errors import StoreUnavailable
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+MIGRATIONS_DIR = Path(mda.migrations.__file__).resolve().parent
 
 
 def alembic_config(url: str) -> Config:
@@ -37,7 +39,7 @@ def alembic_config(url: str) -> Config:
 
 
 def head_revision() -> str:
-    """The newest revision id in `migrations/versions`."""
+    """The newest revision id in `mda/migrations/versions`."""
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None
     return head
