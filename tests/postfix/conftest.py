@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -124,6 +125,26 @@ def build_address_map(config_dir: Path, env: dict[str, str]) -> Path:
     return config_dir / "mda_mailboxes"
 
 
+def postfix_missing(reason: str) -> NoReturn:
+    """Skip the calling test because Postfix (or a part of it) cannot run here, or fail it
+    under CI=true, where .ci/run should have made it available.
+
+    Raises:
+        pytest.skip.Exception / pytest.fail.Exception: always.
+    """
+    if IN_CI:
+        pytest.fail(f"{reason}; .ci/run should have made Postfix available")
+    pytest.skip(reason)
+
+
+def require_postfix() -> None:
+    """Return when a private Postfix can run here; else `postfix_missing` (not installed,
+    not root)."""
+    reason = postfix_unavailable()
+    if reason is not None:
+        postfix_missing(reason)
+
+
 @pytest.fixture
 def mail_system(start_server, mda_env: dict[str, str]) -> Iterator[Callable[..., MailSystem]]:
     """Start sink, mda and Postfix; `mail_system(**mda_settings)` returns the `MailSystem`.
@@ -134,11 +155,7 @@ def mail_system(start_server, mda_env: dict[str, str]) -> Iterator[Callable[...,
     stops at teardown with every process of it gone (then mda, then the sink). Skips when
     Postfix cannot run here (not installed, not root), except under CI=true, where it fails.
     """
-    reason = postfix_unavailable()
-    if reason is not None:
-        if IN_CI:
-            pytest.fail(f"{reason}; .ci/run should have made Postfix available")
-        pytest.skip(reason)
+    require_postfix()
     started: list[tuple[PostfixInstance, CaptureSink]] = []
 
     def start(postfix_settings: str = "", lmtp_socket: bool = False,
