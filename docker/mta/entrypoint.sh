@@ -4,12 +4,14 @@
 #   MTA_DOMAINS      virtual_mailbox_domains, comma or space separated (default example.org)
 #   MTA_DB_HOST, MTA_DB_NAME, MTA_DB_USER, MTA_DB_PASSWORD
 #                    where virtual_mailbox_maps finds mda's users (default postgres, mda, mda)
+#   MAIL_CONFIG      Postfix's configuration directory (default /etc/postfix), as for every
+#                    Postfix command
 set -eu
 
 postconf -e "myhostname = ${MTA_HOSTNAME:-mx.example.org}" \
             "virtual_mailbox_domains = ${MTA_DOMAINS:-example.org}"
 
-maps=/etc/postfix/pgsql-mailboxes.cf
+maps="${MAIL_CONFIG:-/etc/postfix}/pgsql-mailboxes.cf"
 umask 027
 {
     printf 'hosts = %s\n' "${MTA_DB_HOST:-postgres}"
