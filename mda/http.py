@@ -5,7 +5,7 @@ Two resources, read with GET (or HEAD):
 | path | answer |
 | --- | --- |
 | `/healthz` | `200` `ok` when the database answered `SELECT 1` within `HEALTH_TIMEOUT` seconds; `503` and one line giving the reason otherwise (`mda.store.health`) |
-| `/metrics` | `200`, every metric of `mda.metrics.REGISTRY` in the Prometheus text format (version 0.0.4) |
+| `/metrics` | `200`, every metric of `mda.metrics.registry()` in the Prometheus text format (version 0.0.4); with `--workers`, the sum over every worker whichever one answers |
 
 Any other path is `404`, any other method on those paths `405` with `Allow: GET, HEAD`, a
 request h11 cannot parse `400` (`431` when its head is over `MAX_REQUEST_HEAD` bytes), and a
@@ -39,9 +39,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import h11
-from prometheus_client import generate_latest
 
-from mda.metrics import REGISTRY
+from mda.metrics import exposition
 from mda.store import Store
 from mda.store.errors import StoreUnavailable
 from mda.store.health import check_database
@@ -209,8 +208,9 @@ class HttpServer:
         return Answer.text(200, "ok")
 
     async def metrics(self) -> Answer:
-        """Every metric of `mda.metrics.REGISTRY`, Prometheus text format 0.0.4."""
-        return Answer(200, generate_latest(REGISTRY), content_type=METRICS_CONTENT_TYPE)
+        """Every metric of `mda.metrics.registry()`, Prometheus text format 0.0.4 (with
+        workers the sum of every worker's files, read here: a few small files per worker)."""
+        return Answer(200, exposition(), content_type=METRICS_CONTENT_TYPE)
 
 
 async def _read_request(connection: h11.Connection,
