@@ -12,26 +12,35 @@ Why a parent that binds, rather than N processes each binding with SO_REUSEPORT:
 Every worker is woken for a new connection and one takes it; `mda.server.SharedAcceptor`
 makes that the least busy one.
 
-Per-process state stays per worker: the `/metrics` counters (a scrape is answered by one
-worker) and ManageSieve's failed-login throttle (each worker counts its own failures).
+A `/metrics` scrape is answered by one worker but counts for all: with an HTTP listener the
+parent creates a private directory (mode 0700) before forking and every worker keeps its
+metric values there (`mda.metrics`, prometheus-client's multiprocess mode); any worker's
+`/metrics` sums every file, those of dead workers included. ManageSieve's failed-login
+throttle stays per worker (each worker counts its own failures).
 
 Lifecycle (`run`):
 1. The caller has applied the migrations (once, here in the parent) and bound the sockets
    (`mda.server.bind_listeners`); the parent loads the TLS certificate, so a bad one stops
-   the start with one error.
+   the start with one error. With an HTTP listener the parent creates the metrics directory
+   (`mda.metrics.create_multiprocess_directory`; one that cannot be created stops the start,
+   exit status 1) and logs `pre-fork parent: /metrics on ADDRESS sums the N workers'
+   metrics kept in DIR`.
 2. The parent blocks SIGTERM, SIGINT and SIGCHLD and forks N workers. Each worker restores
    the signal mask, asks the kernel for SIGTERM should the parent die (Linux
-   PR_SET_PDEATHSIG), and runs `mda.server.serve` on the inherited sockets with its own
-   event loop and database pool; its log lines carry its pid.
+   PR_SET_PDEATHSIG), switches its metrics to the shared directory
+   (`mda.metrics.use_multiprocess`) and runs `mda.server.serve` on the inherited sockets
+   with its own event loop and database pool; its log lines carry its pid.
 3. A worker that exits while the service runs is replaced (`worker PID exited ...; starting
    another`). A worker that dies within `QUICK_EXIT` seconds of its start is restarted after
    a pause that doubles each time (1 s up to `MAX_RESTART_DELAY`); after `MAX_QUICK_EXITS`
    such deaths in a row in one slot the parent stops everything and exits 1, since something
-   keeps every worker from starting.
+   keeps every worker from starting. Every reaped worker is marked dead in the metrics
+   directory (`mda.metrics.worker_exited`): its counters stay in the sums.
 4. SIGTERM or SIGINT: the parent forwards SIGTERM to every worker; each shuts down
    gracefully (`mda.server`, `MDA_SHUTDOWN_TIMEOUT`); when all have exited the parent closes
-   the sockets, removes the unix-domain socket files and exits 0 (1 if a worker failed to
-   stop cleanly).
+   the sockets, removes the unix-domain socket files and the metrics directory, and exits 0
+   (1 if a worker failed to stop cleanly). A parent killed with SIGKILL removes nothing: its
+   metrics directory stays behind (`mda-metrics-*` in `TMPDIR`).
 """
 
 from __future__ import annotations
@@ -46,7 +55,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from mda import metrics
 from mda.config import Settings
 from mda.server import Listeners, log_sighup_ignored, serve
 
@@ -81,6 +92,7 @@ class _Supervisor:
     stopping: bool = False
     failed: bool = False
     parent_pid: int = field(default_factory=os.getpid)
+    metrics_dir: Path | None = None  # the workers' metric files; None without HTTP
 
 
 def run(settings: Settings, listeners: Listeners, tls_context: ssl.SSLContext | None,
@@ -99,7 +111,8 @@ def run(settings: Settings, listeners: Listeners, tls_context: ssl.SSLContext | 
 
     Returns:
         The exit status for the parent: 0 after a graceful stop, 1 when a worker did not
-        stop cleanly or workers kept dying at start.
+        stop cleanly, workers kept dying at start, or the metrics directory could not be
+        created.
     """
     if threading.active_count() > 1:
         log.warning("forking workers with %d threads running; only this one is copied",
@@ -108,20 +121,36 @@ def run(settings: Settings, listeners: Listeners, tls_context: ssl.SSLContext | 
                              [_Slot(index) for index in range(workers)])
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
+        if listeners.http is not None:
+            try:
+                supervisor.metrics_dir = metrics.create_multiprocess_directory()
+            except OSError as exc:
+                log.error("pre-fork parent: cannot create the directory for the workers' "
+                          "metrics: %s", exc)
+                return 1
+            log.info("pre-fork parent: /metrics on %s sums the %d workers' metrics kept in "
+                     "%s", listeners.http.where, workers, supervisor.metrics_dir)
         log.info("pre-fork parent: starting %d workers on LMTP %s", workers,
                  listeners.lmtp.where)
-        if listeners.http is not None:
-            log.warning("pre-fork parent: each worker keeps its own counters; a /metrics "
-                        "scrape on %s shows those of the worker that answers it",
-                        listeners.http.where)
         for slot in supervisor.slots:
             _spawn(supervisor, slot, old_mask)
         _supervise(supervisor, old_mask)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         listeners.close(unlink=True)
+        if supervisor.metrics_dir is not None:
+            _remove_metrics_dir(supervisor.metrics_dir)
     log.info("pre-fork parent: all workers stopped")
     return 1 if supervisor.failed else 0
+
+
+def _remove_metrics_dir(directory: Path) -> None:
+    """Remove the workers' metrics directory; a failure is logged, not raised."""
+    try:
+        metrics.remove_multiprocess_directory(directory)
+    except OSError as exc:
+        log.warning("pre-fork parent: cannot remove the metrics directory %s: %s",
+                    directory, exc)
 
 
 def _supervise(supervisor: _Supervisor, old_mask: set[signal.Signals]) -> None:
@@ -177,6 +206,8 @@ def _reap(supervisor: _Supervisor) -> None:
         if slot is None:
             continue
         slot.pid = None
+        if supervisor.metrics_dir is not None:
+            metrics.worker_exited(supervisor.metrics_dir, pid)
         code = os.waitstatus_to_exitcode(status)
         how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
         if supervisor.stopping:
@@ -213,20 +244,22 @@ def _spawn(supervisor: _Supervisor, slot: _Slot, old_mask: set[signal.Signals]) 
     _flush_logs()
     pid = os.fork()
     if pid == 0:  # the worker: never returns
-        os._exit(_worker(supervisor, old_mask))
+        os._exit(_worker(supervisor, slot, old_mask))
     slot.pid, slot.started = pid, time.monotonic()
     log.info("pre-fork parent: started worker %d (%d of %d)", pid, slot.index + 1,
              len(supervisor.slots))
 
 
-def _worker(supervisor: _Supervisor, old_mask: set[signal.Signals]) -> int:
-    """The worker process: serve until SIGTERM; returns the exit status."""
+def _worker(supervisor: _Supervisor, slot: _Slot, old_mask: set[signal.Signals]) -> int:
+    """The worker process of `slot`: serve until SIGTERM; returns the exit status."""
     status = 1
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         _die_with_parent(supervisor.parent_pid)
+        if supervisor.metrics_dir is not None:
+            metrics.use_multiprocess(supervisor.metrics_dir, slot.index + 1)
         asyncio.run(serve(supervisor.settings, supervisor.listeners, supervisor.tls_context))
         status = 0
     except BaseException:  # everything ends here: a worker never returns into the parent
