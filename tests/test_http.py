@@ -265,6 +265,34 @@ def test_serve_starts_http_on_mda_http_listen_and_stops_it(mda_env: dict[str, st
         socket.create_connection((host, int(port)), timeout=2).close()
 
 
+async def test_one_process_keeps_its_metrics_in_memory_whatever_the_environment_says(
+        mda_env: dict[str, str], tmp_path: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR matters only to `--workers` (tests/scale/
+    test_metrics_workers.py): one process writes no file there and answers with its own
+    counters and process metrics."""
+    chosen = tmp_path / "metrics"
+    chosen.mkdir()
+    server = launch_server({**mda_env, "MDA_HTTP_LISTEN": "127.0.0.1:0",
+                            "PROMETHEUS_MULTIPROC_DIR": str(chosen)}, tmp_path)
+    try:
+        host, port = HTTP_LINE.search(  # type: ignore[union-attr]
+            server.wait_for_log(HTTP_LINE.pattern)).groups()
+        client = await server.client()
+        await client.quit()
+        response = parse_response(await exchange(int(port), get("/metrics")))
+    finally:
+        stop_servers([server])
+    families = {family.name: family for family in
+                text_string_to_metric_families(response.body.decode())}
+    replies = {sample.labels["code"]: sample.value
+               for sample in families["mda_lmtp_replies"].samples}
+    assert (replies["220"], replies["250"], replies["221"]) == (1, 1, 1)
+    assert [sample.labels for sample in families["process_resident_memory_bytes"].samples] \
+        == [{}]
+    assert "mda_worker_info" not in families
+    assert list(chosen.iterdir()) == []
+
+
 def test_http_is_off_unless_configured(mda_env: dict[str, str], tmp_path: Path) -> None:
     server = launch_server(mda_env, tmp_path)
     stop_servers([server])
