@@ -3,34 +3,95 @@
 See `mda.store.messages` for how copies refer to blobs. A blob is created with refcount 0 in
 its own short transaction; every stored copy adds a reference in its recipient's
 transaction; deleting a copy removes one, and a blob left with none is deleted.
+
+Large blobs are chunked: a blob over `CHUNK_THRESHOLD` bytes keeps an empty `data` column
+and its bytes go into `message_blob_chunks`, `CHUNK_SIZE` bytes per row, one INSERT per
+chunk binding a `memoryview` slice of the caller's bytes. So storing a 50 MiB message never
+makes the driver (aiosqlite/sqlite3, asyncpg) or the database client build a second
+50 MiB buffer: at most one chunk is copied at a time. Reading one back (`blob_bytes`)
+concatenates the chunks in order, making the one copy the caller gets. Chunks go with their
+blob (ON DELETE CASCADE).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mda.store.engine import Store
 from mda.store.errors import StoreError
-from mda.store.models import MessageBlob, utcnow
+from mda.store.models import MessageBlob, MessageBlobChunk, utcnow
+
+CHUNK_SIZE = 1024 * 1024  # bytes per row of message_blob_chunks
+CHUNK_THRESHOLD = CHUNK_SIZE  # blobs longer than this (bytes) are chunked
 
 
-async def store_blob(session: AsyncSession, data: bytes) -> int:
+async def store_blob(session: AsyncSession, data: bytes | memoryview) -> int:
     """Store message bytes as a blob with no references yet.
+
+    Up to `CHUNK_THRESHOLD` bytes go into the blob's row; longer ones are written as
+    `CHUNK_SIZE`-byte chunks, one statement per chunk, without copying `data` as a whole.
 
     Args:
         session: a write session; commit it before the recipients' transactions reference it.
-        data: the message bytes (CRLF line endings).
+        data: the message bytes (CRLF line endings), or a read-only view of them.
 
     Returns:
         The blob id.
     """
-    blob = MessageBlob(data=data, size=len(data), refcount=0, created_at=utcnow())
+    view = memoryview(data).cast("B")
+    size = view.nbytes
+    chunked = size > CHUNK_THRESHOLD
+    inline = b"" if chunked else data if isinstance(data, bytes) else bytes(view)
+    blob = MessageBlob(data=inline, size=size, refcount=0, created_at=utcnow(),
+                       chunked=chunked)
     session.add(blob)
     await session.flush()
+    if chunked:
+        chunks = MessageBlobChunk.__table__
+        for seq, start in enumerate(range(0, size, CHUNK_SIZE)):
+            await session.execute(insert(chunks), {
+                "blob_id": blob.id, "seq": seq, "data": view[start:start + CHUNK_SIZE]})
     return blob.id
+
+
+async def blob_bytes(session: AsyncSession, blob_id: int, prefix: bytes = b"") -> bytes:
+    """The bytes of a blob, after `prefix`, as one new `bytes` object.
+
+    A chunked blob's chunks are read in `seq` order and joined once with the prefix, so
+    the peak is the chunks read plus the result (one extra copy of the blob).
+
+    Args:
+        session: any session.
+        blob_id: the blob.
+        prefix: bytes to put first (a message copy's header prefix).
+
+    Returns:
+        `prefix` followed by the blob's bytes.
+
+    Raises:
+        StoreError: the blob does not exist, or its chunks do not add up to its size.
+    """
+    row = (await session.execute(
+        select(MessageBlob.data, MessageBlob.size, MessageBlob.chunked)
+        .where(MessageBlob.id == blob_id))).one_or_none()
+    if row is None:
+        raise StoreError(f"message blob {blob_id} does not exist")
+    data, size, chunked = row
+    if not chunked:
+        return bytes(prefix) + bytes(data)
+    del row, data
+    pieces = (await session.execute(
+        select(MessageBlobChunk.data).where(MessageBlobChunk.blob_id == blob_id)
+        .order_by(MessageBlobChunk.seq))).scalars().all()
+    joined = b"".join([prefix, *pieces])
+    del pieces
+    if len(joined) - len(prefix) != size:
+        raise StoreError(f"message blob {blob_id}: its chunks hold "
+                         f"{len(joined) - len(prefix)} bytes, not {size}")
+    return joined
 
 
 async def add_blob_reference(session: AsyncSession, blob_id: int) -> None:

@@ -4,7 +4,8 @@ Single-instance storage: the bytes of one LMTP transaction go into one `message_
 (`mda.store.blobs.store_blob`, in its own short transaction, with refcount 0); each recipient's copy is a
 `messages` row holding its own header prefix and pointing at the blob (`append_message`,
 which adds one reference in the recipient's transaction). The stored message is
-`header_prefix + blob`, and its size as stored is what quota counts.
+`header_prefix + blob`, and its size as stored is what quota counts. A large blob's bytes
+are stored in chunks (`mda.store.blobs`); reading and listing put them back together.
 
 A blob whose references all went away is deleted (`release_blob`, `delete_message`). A blob
 that never got a reference (every recipient rejected, or the process died between the two
@@ -19,16 +20,18 @@ import email.policy
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mda.store.blobs import add_blob_reference, release_blob
+from mda.store.blobs import CHUNK_SIZE, add_blob_reference, blob_bytes, release_blob
 from mda.store.errors import MessageNotFound, StoreError
 from mda.store.mailboxes import allocate_uid, get_mailbox
-from mda.store.models import Mailbox, Message, MessageBlob
+from mda.store.models import Mailbox, Message, MessageBlob, MessageBlobChunk
 from mda.store.users import charge_quota, release_quota
 
 HEADER_PEEK = 64 * 1024  # bytes of a blob read to show Subject and From in listings
+# The listing reads a chunked blob's head from its first chunk alone.
+assert HEADER_PEEK <= CHUNK_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,24 +144,28 @@ async def list_messages(session: AsyncSession, user_id: int,
         mailbox: only this mailbox; None for all.
 
     Returns:
-        One `MessageInfo` per message; Subject and From come from the first 64 KiB.
+        One `MessageInfo` per message; Subject and From come from the first 64 KiB
+        (`HEADER_PEEK`) of the blob, or of its first chunk.
 
     Raises:
         InvalidMailboxName, MailboxNotFound: `mailbox` is malformed or does not exist.
     """
+    first_chunk = and_(MessageBlobChunk.blob_id == MessageBlob.id, MessageBlobChunk.seq == 0)
     query = (select(Mailbox.name, Message.uid, Message.size, Message.flags,
                     Message.internal_date, Message.header_prefix,
-                    func.substr(MessageBlob.data, 1, HEADER_PEEK))
+                    func.substr(MessageBlob.data, 1, HEADER_PEEK),
+                    func.substr(MessageBlobChunk.data, 1, HEADER_PEEK))
              .join(Mailbox, Message.mailbox_id == Mailbox.id)
              .join(MessageBlob, Message.blob_id == MessageBlob.id)
+             .outerjoin(MessageBlobChunk, first_chunk)
              .where(Mailbox.user_id == user_id))
     if mailbox is not None:
         box = await get_mailbox(session, user_id, mailbox)
         query = query.where(Mailbox.id == box.id)
     rows = (await session.execute(query)).all()
     infos = []
-    for name, uid, size, flags, date, prefix, head in rows:
-        subject, sender = _subject_and_from(bytes(prefix) + bytes(head or b""))
+    for name, uid, size, flags, date, prefix, head, chunk_head in rows:
+        subject, sender = _subject_and_from(bytes(prefix) + bytes(head or chunk_head or b""))
         infos.append(MessageInfo(name, int(uid), int(size), decode_flags(flags),
                                  subject, sender, date))
     return sorted(infos, key=lambda m: (m.mailbox != "INBOX", m.mailbox, m.uid))
@@ -196,15 +203,15 @@ async def _find_message(session: AsyncSession, user_id: int, mailbox: str,
 
 
 async def message_bytes(session: AsyncSession, user_id: int, mailbox: str, uid: int) -> bytes:
-    """The stored bytes of a message: its header prefix followed by the shared blob.
+    """The stored bytes of a message: its header prefix followed by the shared blob (its
+    chunks joined in order when chunked; `mda.store.blobs.blob_bytes`).
 
     Raises:
         InvalidMailboxName, MailboxNotFound, MessageNotFound.
+        StoreError: the blob's chunks do not add up to its size.
     """
     message = await _find_message(session, user_id, mailbox, uid)
-    data = (await session.execute(
-        select(MessageBlob.data).where(MessageBlob.id == message.blob_id))).scalar_one()
-    return bytes(message.header_prefix) + bytes(data)
+    return await blob_bytes(session, message.blob_id, bytes(message.header_prefix))
 
 
 async def delete_message(session: AsyncSession, user_id: int, mailbox: str, uid: int) -> int:

@@ -8,7 +8,12 @@ Tables:
   limits (NULL = unlimited) and usage counters kept equal to the sum over stored messages.
 - `mailboxes`: per user, unique name; `uidvalidity` and `uidnext` (RFC 3501 §2.3.1.1).
 - `message_blobs`: the bytes of one LMTP transaction's message, stored once and shared by
-  every recipient's copy; `refcount` counts the `messages` rows pointing at it.
+  every recipient's copy; `refcount` counts the `messages` rows pointing at it. A blob over
+  `mda.store.blobs.CHUNK_THRESHOLD` bytes is `chunked`: its `data` is empty and its bytes are
+  the rows of `message_blob_chunks`.
+- `message_blob_chunks`: the bytes of a chunked blob in pieces of
+  `mda.store.blobs.CHUNK_SIZE` (the last may be shorter), numbered from 0 by `seq`; deleted
+  with their blob (ON DELETE CASCADE; SQLite connections turn foreign keys on).
 - `messages`: one stored copy: mailbox, UID (unique per mailbox), blob, the per-recipient
   header prefix (Return-Path, Delivered-To, Received), size as stored (prefix + blob, what
   quota counts), flags, internal date.
@@ -131,7 +136,11 @@ class Mailbox(Base):
 
 
 class MessageBlob(Base):
-    """The message bytes of one LMTP transaction, shared by its recipients' copies."""
+    """The message bytes of one LMTP transaction, shared by its recipients' copies.
+
+    `data` holds the bytes, or is empty when `chunked` (the bytes are then the blob's
+    `MessageBlobChunk` rows in `seq` order); `size` is the length in bytes either way.
+    """
 
     __tablename__ = "message_blobs"
 
@@ -140,6 +149,18 @@ class MessageBlob(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     refcount: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    chunked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class MessageBlobChunk(Base):
+    """One piece of a chunked blob: bytes `seq * CHUNK_SIZE` onwards (seq from 0)."""
+
+    __tablename__ = "message_blob_chunks"
+
+    blob_id: Mapped[int] = mapped_column(
+        ForeignKey("message_blobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Message(Base):

@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import LargeBinary, bindparam, inspect, text
 
-from mda.store import Store, StoreUnavailable, add_user, list_users
+from mda.store import (
+    Store,
+    StoreUnavailable,
+    add_user,
+    append_message,
+    get_mailbox,
+    get_user,
+    list_messages,
+    list_users,
+    message_bytes,
+)
+from mda.store.blobs import CHUNK_SIZE, CHUNK_THRESHOLD, store_blob
 from mda.store.engine import create_engine
 from mda.store.migrate import MIGRATIONS_DIR, downgrade, head_revision, upgrade
 from mda.store.models import Base
 
 TABLES = {"users", "mailboxes", "message_blobs", "messages", "sieve_scripts", "sieve_errors",
-          "sieve_duplicates"}
+          "sieve_duplicates", "sieve_vacation_replies", "message_blob_chunks"}
 
 
 async def _inspect(url: str) -> tuple[str | None, set[str], list]:
@@ -153,3 +165,80 @@ def test_0002_backfills_special_use_mailboxes_and_downgrades(db_url: str) -> Non
     assert len(asyncio.run(_sql(db_url, "SELECT id FROM mailboxes"))) == 12  # mail is kept
     upgrade(db_url)
     assert asyncio.run(_inspect(db_url))[0] == head_revision()
+
+
+async def _insert_old_message(url: str, data: bytes) -> None:
+    """A user with one message in INBOX, written with the SQL of revisions 0001-0003."""
+    engine = create_engine(url)
+    stamp = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(
+                "INSERT INTO users (address, storage_used, messages_used, created_at) "
+                "VALUES ('old@example.com', :size, 1, :now)"),
+                {"size": len(data) + 5, "now": stamp})
+            await conn.execute(text(
+                "INSERT INTO mailboxes (user_id, name, uidvalidity, uidnext, created_at) "
+                "SELECT id, 'INBOX', 1, 2, :now FROM users"), {"now": stamp})
+            blob = (await conn.execute(text(
+                "INSERT INTO message_blobs (data, size, refcount, created_at) "
+                "VALUES (:data, :size, 1, :now) RETURNING id")
+                .bindparams(bindparam("data", type_=LargeBinary)),
+                {"data": data, "size": len(data), "now": stamp})).scalar_one()
+            await conn.execute(text(
+                "INSERT INTO messages (mailbox_id, uid, blob_id, header_prefix, size, flags, "
+                "internal_date) SELECT id, 1, :blob, :prefix, :size, '', :now FROM mailboxes")
+                .bindparams(bindparam("prefix", type_=LargeBinary)),
+                {"blob": blob, "prefix": b"X: \r\n", "size": len(data) + 5, "now": stamp})
+    finally:
+        await engine.dispose()
+
+
+async def _stored_messages(url: str) -> list[bytes]:
+    """Every stored message (prefix and blob), by blob id, read through the store."""
+    async with Store(url) as store:
+        async with store.read() as session:
+            users = await list_users(session)
+            found = []
+            for user in users:
+                for info in await list_messages(session, user.id):
+                    found.append(await message_bytes(session, user.id, info.mailbox,
+                                                     info.uid))
+            return found
+
+
+async def _add_chunked_message(url: str, data: bytes) -> None:
+    """A second message, whose blob is chunked, for the user of `_insert_old_message`."""
+    async with Store(url) as store:
+        async with store.transaction() as session:
+            blob = await store_blob(session, data)
+            user = await get_user(session, "old@example.com")
+            box = await get_mailbox(session, user.id, "INBOX")
+            await append_message(session, user_id=user.id, mailbox=box, blob_id=blob,
+                                 blob_size=len(data), header_prefix=b"Y: \r\n",
+                                 flags=frozenset(), internal_date=datetime.now(UTC))
+
+
+@pytest.mark.parametrize("start", ["0001", "0002", "0003"])
+def test_0004_upgrades_with_mail_present_and_downgrades_keeping_it(db_url: str,
+                                                                   start: str) -> None:
+    old = b"Subject: old\r\n\r\n" + os.urandom(CHUNK_THRESHOLD + 10)  # stays in data
+    new = b"Subject: new\r\n\r\n" + os.urandom(2 * CHUNK_SIZE + 10)
+    upgrade(db_url, start)
+    asyncio.run(_insert_old_message(db_url, old))
+    upgrade(db_url)
+    assert asyncio.run(_sql(db_url, "SELECT id, chunked FROM message_blobs")) == [(1, False)]
+    asyncio.run(_add_chunked_message(db_url, new))
+    assert asyncio.run(_sql(db_url, "SELECT blob_id, count(*) FROM message_blob_chunks "
+                                    "GROUP BY blob_id")) == [(2, 3)]
+    assert asyncio.run(_stored_messages(db_url)) == [b"X: \r\n" + old, b"Y: \r\n" + new]
+
+    downgrade(db_url, "0003")
+    revision, tables, _ = asyncio.run(_inspect(db_url))
+    assert revision == "0003" and "message_blob_chunks" not in tables
+    blobs = asyncio.run(_sql(db_url, "SELECT id, data, size FROM message_blobs ORDER BY id"))
+    assert [(i, bytes(data), size) for i, data, size in blobs] == [
+        (1, old, len(old)), (2, new, len(new))]
+
+    upgrade(db_url)
+    assert asyncio.run(_stored_messages(db_url)) == [b"X: \r\n" + old, b"Y: \r\n" + new]
