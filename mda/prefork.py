@@ -153,6 +153,16 @@ def _remove_metrics_dir(directory: Path) -> None:
                     directory, exc)
 
 
+def _mark_dead(directory: Path, pid: int) -> None:
+    """Tell the metrics directory a worker has exited; a failure is logged, not raised
+    (the worker's `mda_worker_info` series would stay, nothing else)."""
+    try:
+        metrics.worker_exited(directory, pid)
+    except OSError as exc:
+        log.warning("pre-fork parent: cannot mark worker %d dead in %s: %s", pid, directory,
+                    exc)
+
+
 def _supervise(supervisor: _Supervisor, old_mask: set[signal.Signals]) -> None:
     """Wait for signals and worker exits until every worker has stopped."""
     while any(slot.pid is not None for slot in supervisor.slots) or (
@@ -207,7 +217,7 @@ def _reap(supervisor: _Supervisor) -> None:
             continue
         slot.pid = None
         if supervisor.metrics_dir is not None:
-            metrics.worker_exited(supervisor.metrics_dir, pid)
+            _mark_dead(supervisor.metrics_dir, pid)
         code = os.waitstatus_to_exitcode(status)
         how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
         if supervisor.stopping:
