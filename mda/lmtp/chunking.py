@@ -9,8 +9,8 @@ The message is the concatenation of the transaction's chunks; the chunk marked L
   could still be read: if so, the chunk's octets are read and thrown away so the connection
   stays in sync; if not, nothing can tell message text from the next command, and the
   caller closes the connection after its 501.
-- `ChunkedMessage` collects a transaction's chunks (a list of the pieces read, joined once
-  at LAST, so a large message is never copied more than once) and applies the size limit
+- `ChunkedMessage` collects a transaction's chunks (in one buffer that becomes the message
+  at LAST without a copy, so a large message is in memory once) and applies the size limit
   across chunks: past the limit it keeps counting but stops keeping, so the LAST chunk can
   still be answered with `552 5.3.4` per recipient, as after DATA.
 
@@ -21,6 +21,7 @@ was stored, nothing answered 250).
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ class ChunkedMessage:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.size = 0
-        self._pieces: list[bytes] = []
+        self._buffer = io.BytesIO()
         self._too_big = False
 
     @property
@@ -153,18 +154,17 @@ class ChunkedMessage:
                 continue
             if self.size > self.limit:
                 self._too_big = True
-                self._pieces.clear()
+                self._buffer = io.BytesIO()
                 continue
-            self._pieces.append(piece)
+            self._buffer.write(piece)
 
     def message(self) -> ReceivedMessage:
-        """The whole message after LAST: the chunks joined (one copy), or no data when it
-        was over the limit."""
+        """The whole message after LAST: the chunks as one `bytes` (the buffer they were
+        written to, not a copy: `BytesIO.getvalue`), or no data when it was over the
+        limit."""
         if self._too_big:
             return ReceivedMessage(None, self.size)
-        data = b"".join(self._pieces)
-        self._pieces = [data]
-        return ReceivedMessage(data, self.size)
+        return ReceivedMessage(self._buffer.getvalue(), self.size)
 
 
 __all__ = ["BdatCommand", "BdatSyntaxError", "ChunkedMessage", "parse_bdat", "skip_chunk"]
