@@ -11,16 +11,18 @@
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import datetime
 from email.utils import format_datetime
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_WINDOW = 1024 * 1024  # bytes normalised at a time
 _FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def normalize_line_endings(data: bytes) -> bytes:
+def normalize_line_endings(data: bytes, *, window: int = _WINDOW) -> bytes:
     """Turn every bare LF and lone CR into CRLF.
 
     A client that writes LF-only lines still ends DATA with CRLF.CRLF, whose first CRLF
@@ -28,18 +30,60 @@ def normalize_line_endings(data: bytes) -> bytes:
     LF already ended the last line: the final CRLF is dropped rather than read as one
     more, empty line.
 
+    Memory: data that already has CRLF line endings only (what an MTA sends over LMTP) is
+    recognised by counting, without a copy, and returned as it is. Otherwise it is
+    rewritten window by window into one buffer that becomes the result: one new copy, plus
+    one rewritten window at a time.
+
     Args:
         data: the message bytes.
+        window: bytes looked at a time when rewriting (at least 1; default 1 MiB).
 
     Returns:
         The bytes with CRLF line endings only (the same object when nothing changes).
     """
-    if b"\r" not in data and b"\n" not in data:
+    if _crlf_only(data, 0, len(data)):
         return data
+    end = len(data)
     if data.endswith(b"\n\r\n") and not data.endswith(b"\r\n\r\n"):
-        data = data[:-2]
-    normalized = _LINE_BREAK.sub(b"\r\n", data)
-    return data if normalized == data else normalized
+        end -= 2
+    view = memoryview(data)
+    out = _buffer_of(_normalized_size(data, end))
+    start = 0
+    while start < end:
+        stop = min(start + window, end)
+        if stop < end and data[stop - 1:stop + 1] == b"\r\n":  # keep CR LF together
+            stop += 1
+        if _crlf_only(data, start, stop):
+            out.write(view[start:stop])
+        else:
+            out.write(_LINE_BREAK.sub(b"\r\n", data[start:stop]))
+        start = stop
+    return out.getvalue()
+
+
+def _normalized_size(data: bytes, end: int) -> int:
+    """The length of `data[:end]` once every bare LF and lone CR has become CRLF."""
+    pairs = data.count(b"\r\n", 0, end)
+    return end + (data.count(b"\r", 0, end) - pairs) + (data.count(b"\n", 0, end) - pairs)
+
+
+def _buffer_of(size: int) -> io.BytesIO:
+    """A BytesIO whose buffer already has room for `size` bytes, positioned at 0: writing
+    them never reallocates (a reallocation may copy), and `getvalue()` then hands that
+    buffer over as the result without a copy."""
+    out = io.BytesIO()
+    if size:
+        out.seek(size - 1)
+        out.write(b"\0")
+        out.seek(0)
+    return out
+
+
+def _crlf_only(data: bytes, start: int, stop: int) -> bool:
+    """Whether `data[start:stop]` has no bare LF and no lone CR (counted, not copied)."""
+    pairs = data.count(b"\r\n", start, stop)
+    return data.count(b"\r", start, stop) == pairs and data.count(b"\n", start, stop) == pairs
 
 
 def has_header_section(data: bytes) -> bool:

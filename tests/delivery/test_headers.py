@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -42,6 +43,31 @@ def test_normalised_text_has_only_crlf_and_is_stable(raw: bytes) -> None:
     assert out.replace(b"\r\n", b"") == raw.replace(b"\r\n", b"").replace(b"\r", b"").replace(
         b"\n", b"")
     assert out.count(b"\r\n") <= raw.count(b"\n") + raw.count(b"\r")
+
+
+def _reference(raw: bytes) -> bytes:
+    """Normalisation in one regex pass over the whole message."""
+    if raw.endswith(b"\n\r\n") and not raw.endswith(b"\r\n\r\n"):
+        raw = raw[:-2]
+    return re.sub(rb"\r\n|\r|\n", b"\r\n", raw)
+
+
+@given(st.lists(st.sampled_from([b"a", b"bc", b"\r", b"\n", b"\r\n", b"."]), max_size=60)
+       .map(b"".join), st.integers(min_value=1, max_value=7))
+def test_window_by_window_is_the_same_as_one_pass(raw: bytes, window: int) -> None:
+    assert normalize_line_endings(raw, window=window) == _reference(raw)
+
+
+def test_crlf_clean_data_is_returned_without_a_copy() -> None:
+    clean = b"Subject: x\r\n\r\n" + b"line\r\n" * 1000
+    assert normalize_line_endings(clean) is clean
+    assert normalize_line_endings(clean, window=10) is clean
+
+
+def test_a_large_message_with_a_few_bare_line_feeds() -> None:
+    raw = b"Subject: x\r\n\r\n" + b"line\r\n" * 500_000 + b"bare\n" + b"x\r\n" * 300_000
+    out = normalize_line_endings(raw)
+    assert out == raw.replace(b"bare\n", b"bare\r\n") and len(out) == len(raw) + 1
 
 
 def test_prefix_is_dovecot_shaped() -> None:
