@@ -2,7 +2,10 @@
 
 Per LMTP transaction (`Deliverer.deliver`):
 1. The message's line endings are normalised to CRLF and it is parsed once for Sieve (in a
-   worker thread: a large message must not stall the event loop).
+   worker thread: a large message must not stall the event loop). A message that already
+   has CRLF line endings is not copied by either step (`parse_received`), and its bytes are
+   stored in chunks (`mda.store.blobs`), so a delivery holds the message about once beside
+   the LMTP layer's copy.
 2. For each recipient, in RCPT order and isolated from the others:
    a. resolve the user (domain case-insensitive; `user+detail@dom` → `user@dom`);
    b. read the active script and the user's mailboxes with their special-use attributes,
@@ -47,6 +50,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta
 
 from mda import metrics, replies
@@ -91,6 +95,7 @@ from mda.sieve import (
     parse_message,
 )
 from mda.sieve.core import REDIRECTED_FROM
+from mda.sieve.message import HeaderField, split_header
 from mda.sieve.multiscript import evaluate_sequence
 from mda.sieve_config import sieve_environment, sieve_limits
 from mda.store import (
@@ -227,10 +232,62 @@ class _SharedBlob:
             log.warning("%s: could not drop unused blob %d", queue_id, self.id, exc_info=True)
 
 
+class _ReceivedMessage(Message):
+    """The received message as Sieve sees it, parsed without copying its body.
+
+    `parse_message` slices the body off the message (a second copy of nearly all of it)
+    whether or not a test ever looks at it. Here the header fields come from the header
+    section alone and `body` is sliced from `raw` on first use (the body test's `:raw`);
+    an editheader version (`with_fields`) is the new header joined with a view of this
+    body, one copy. Everything else (`raw`, `size`, `fields`, `mime`) is the `Message` of
+    `mda.sieve.message`, and every attribute has the value `parse_message` would give.
+    """
+
+    def __init__(self, raw: bytes, fields: list[HeaderField], body_start: int) -> None:
+        self.raw = raw
+        self.fields = fields
+        self._body_start = body_start
+
+    @cached_property
+    def body(self) -> bytes:
+        """The raw body bytes (after the empty line), sliced from `raw` once."""
+        return self.raw[self._body_start:]
+
+    def with_fields(self, fields: list[HeaderField]) -> Message:
+        """A copy with a different header (editheader, RFC 5293): the same bytes as
+        `Message.with_fields`, made without an intermediate copy of the body."""
+        head = b"".join(f.name.encode("utf-8") + b":" + f.raw for f in fields)
+        raw = b"".join((head, b"\r\n", memoryview(self.raw)[self._body_start:]))
+        return _ReceivedMessage(raw, list(fields), len(head) + 2)
+
+
+def parse_received(data: bytes) -> Message:
+    """Parse a message with CRLF line endings for Sieve, without copying its body.
+
+    The header section ends at the first empty line, so the first CRLF CRLF (or a CRLF at
+    the very start) bounds it: `split_header` of the bytes up to there finds the same fields
+    and the same start of the body as on the whole message. A message without an empty
+    line (all header, or ending in one) is parsed whole by `parse_message`.
+
+    Args:
+        data: the message, CRLF line endings only (`normalize_line_endings`).
+
+    Returns:
+        A `Message` equal to `parse_message(data)` in every attribute.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return parse_message(data)
+    head = data[:end + 4]
+    fields, _, rest = split_header(head)
+    return _ReceivedMessage(data, fields, len(head) - len(rest))
+
+
 def _prepare(data: bytes) -> tuple[bytes, Message]:
-    """Normalise line endings and parse for Sieve (run in a worker thread)."""
+    """Normalise line endings and parse for Sieve (run in a worker thread). Data already
+    CRLF-clean is neither copied nor its body duplicated: the result shares `data`."""
     normalized = normalize_line_endings(data)
-    return normalized, parse_message(normalized)
+    return normalized, parse_received(normalized)
 
 
 class Deliverer:
