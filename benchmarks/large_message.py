@@ -254,13 +254,17 @@ def main() -> int:
     parser.add_argument("--recipients", type=int, default=1, help="recipients (default 1)")
     parser.add_argument("--sieve", choices=sorted(SCRIPTS), default="none",
                         help="the recipients' active Sieve script (default none)")
+    parser.add_argument("--line-endings", choices=["crlf", "lf"], default="crlf",
+                        help="send the message with CRLF (as MTAs do) or bare LF line "
+                             "endings, which mda rewrites to CRLF (default crlf)")
     parser.add_argument("--database-url", default=None,
                         help="default: a temporary SQLite file; a PostgreSQL URL names the "
                              "server (a database is created there and dropped)")
     args = parser.parse_args()
 
-    message = large_message(args.size)
-    digest = hashlib.sha256(message).hexdigest()
+    stored = large_message(args.size)  # what mda stores: CRLF line endings
+    digest = hashlib.sha256(stored).hexdigest()
+    message = stored if args.line_endings == "crlf" else stored.replace(b"\r\n", b"\n")
     with tempfile.TemporaryDirectory(prefix="mda-large-") as tmp, \
             database(args.database_url, Path(tmp)) as url:
         workdir = Path(tmp)
@@ -300,14 +304,15 @@ def main() -> int:
         shown, show_peak = read_back(env, workdir, recipients[0], largest["mailbox"],
                                      largest["uid"])
         # what is shown is the header prefix mda added, then the message as received
-        same = hashlib.sha256(shown[len(shown) - len(message):]).hexdigest() == digest
+        same = hashlib.sha256(shown[len(shown) - len(stored):]).hexdigest() == digest
 
-    size_mib = args.size / MIB
+    size_mib = len(message) / MIB
     delta = (peak - baseline) / 1024
     backend = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
     print(f"backend              {backend}")
-    print(f"message              {args.size} bytes ({size_mib:.1f} MiB), "
-          f"{args.recipients} recipient(s), Sieve script: {args.sieve}")
+    print(f"message              {len(message)} bytes ({size_mib:.1f} MiB), "
+          f"{args.line_endings.upper()} line endings, {args.recipients} recipient(s), "
+          f"Sieve script: {args.sieve}")
     print(f"replies              {', '.join(statuses)}")
     print(f"baseline RSS         {baseline / 1024:.1f} MiB")
     print(f"peak RSS             {peak / 1024:.1f} MiB"
