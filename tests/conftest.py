@@ -11,6 +11,8 @@
 - A test parametrized with the values `"sqlite"` and `"postgresql"` (a fixture with
   `params=["sqlite", "postgresql"]`) runs only the parameter of the backend under test; the
   other one runs in the other backend's run.
+- A test that reaches no database (uses none of `DATABASE_FIXTURES`) runs alike on both: the
+  PostgreSQL run deselects it, the SQLite run has it.
 
 Without MDA_TEST_BACKEND (a plain `pytest`), `database_url` is SQLite and every test runs,
 whichever backend it is for: each test once, PostgreSQL only where a test asks for it.
@@ -19,6 +21,7 @@ Fixtures:
 - `database_url`: a fresh, empty database of the backend under test (of the marked one for a
   `..._only` test): a SQLite file in the test's temp dir, or a PostgreSQL database created
   for the test and dropped after it.
+- `module_database_url`: the same, shared by a module's tests.
 - `sqlite_url`, `pg_url`: a fresh SQLite file / PostgreSQL database, whatever the backend.
 - `missing_database_url`: a URL of the backend under test naming a database that does not
   exist (a SQLite file never created, a PostgreSQL database never created).
@@ -64,6 +67,12 @@ CHOSEN_BACKEND = os.environ.get("MDA_TEST_BACKEND", "").strip().lower()
 BACKEND = CHOSEN_BACKEND or "sqlite"
 PG_ADMIN_DSN = os.environ.get("MDA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 _ONLY = {"sqlite": "sqlite_only", "postgresql": "postgresql_only"}
+# The fixtures through which a test reaches a database: a test using none of them (and not
+# parametrized by backend) runs alike on both, so the PostgreSQL run leaves it to the SQLite
+# run.
+DATABASE_FIXTURES = frozenset({"database_url", "module_database_url", "missing_database_url",
+                               "sqlite_url", "pg_url"})
+_DESELECTED = pytest.StashKey[dict[str, int]]()
 T = TypeVar("T")
 
 
@@ -94,40 +103,67 @@ def _backend_param(item: pytest.Item) -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests using `sqlite_url`/`pg_url` as for that backend only; with MDA_TEST_BACKEND
+    """Mark tests using `sqlite_url`/`pg_url` as for that backend only. With MDA_TEST_BACKEND
     set, keep the tests of that backend: deselect the other backend's parameter of
-    backend-parametrized tests, skip tests marked for the other backend only."""
-    kept, deselected = [], []
+    backend-parametrized tests and skip tests marked for the other backend only; the
+    PostgreSQL run also deselects the tests that use no database."""
+    kept: list[pytest.Item] = []
+    deselected: dict[str, list[pytest.Item]] = {"other_param": [], "no_database": []}
     for item in items:
         param = _backend_param(item)
         if param is not None:
-            (kept if param == BACKEND or not CHOSEN_BACKEND else deselected).append(item)
+            keep = param == BACKEND or not CHOSEN_BACKEND
+            (kept if keep else deselected["other_param"]).append(item)
             continue
-        kept.append(item)
-        names = getattr(item, "fixturenames", ())
+        names = set(getattr(item, "fixturenames", ()))
         if "sqlite_url" in names:
             item.add_marker(pytest.mark.sqlite_only)
         if "pg_url" in names:
             item.add_marker(pytest.mark.postgresql_only)
-        for backend, marker in _ONLY.items():
-            if CHOSEN_BACKEND and backend != BACKEND and item.get_closest_marker(marker):
-                item.add_marker(pytest.mark.skip(
-                    reason=f"{marker}: runs in the {backend} run (MDA_TEST_BACKEND={backend})"))
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
+        other = [(backend, marker) for backend, marker in _ONLY.items()
+                 if CHOSEN_BACKEND and backend != BACKEND and item.get_closest_marker(marker)]
+        for backend, marker in other:
+            item.add_marker(pytest.mark.skip(
+                reason=f"{marker}: runs in the {backend} run (MDA_TEST_BACKEND={backend})"))
+        if not other and CHOSEN_BACKEND == "postgresql" and not names & DATABASE_FIXTURES:
+            deselected["no_database"].append(item)
+            continue
+        kept.append(item)
+    if kept != items:
+        config.hook.pytest_deselected(items=[i for group in deselected.values() for i in group])
         items[:] = kept
+    counts = {reason: len(group) for reason, group in deselected.items()}
+    config.stash[_DESELECTED] = counts
+    if hasattr(config, "workeroutput"):  # a pytest-xdist worker: tell the controller
+        config.workeroutput["mda_deselected"] = counts
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """pytest-xdist controller: keep a worker's deselection counts (every worker's are the
+    same) for the closing summary."""
+    counts = getattr(node, "workeroutput", {}).get("mda_deselected")
+    if counts is not None:
+        node.config.stash[_DESELECTED] = counts  # type: ignore[attr-defined]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
                             config: pytest.Config) -> None:
-    """Name the backend in the closing lines, so a failure says which run it was."""
+    """Name the backend in the closing lines, so a failure says which run it was, and count
+    what this run left to the other one."""
     if config.option.collectonly:
         return
     skipped = [report for report in terminalreporter.stats.get("skipped", [])
                if isinstance(report.longrepr, tuple)
                and any(marker in report.longrepr[2] for marker in _ONLY.values())]
-    terminalreporter.write_line(
-        f"{_describe_backend()}; {len(skipped)} tests skipped as for the other backend only")
+    counts = config.stash.get(_DESELECTED, {})
+    parts = [f"{len(skipped)} skipped as for the other backend only"]
+    if counts.get("other_param"):
+        parts.append(f"{counts['other_param']} deselected as the other backend's parameter")
+    if counts.get("no_database"):
+        parts.append(f"{counts['no_database']} using no database deselected "
+                     "(they run in the sqlite run)")
+    terminalreporter.write_line(f"{_describe_backend()}: {'; '.join(parts)}")
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -308,6 +344,14 @@ def database_url(request: pytest.FixtureRequest) -> str:
         if request.node.get_closest_marker(marker) is not None:
             backend = name
     return request.getfixturevalue("pg_url" if backend == "postgresql" else "sqlite_url")
+
+
+@pytest.fixture(scope="module")
+def module_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Like `database_url`, but one database for a whole module (e.g. for a server that the
+    module's tests share)."""
+    with fresh_database(tmp_path_factory.mktemp("database")) as url:
+        yield url
 
 
 @pytest.fixture

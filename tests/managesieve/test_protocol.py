@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from mda.sieve import capabilities
-from tests.conftest import MDA_BIN, database_away, fresh_database
+from tests.conftest import MDA_BIN, database_away
 from tests.e2e.conftest import ServerProcess, launch_server, stop_servers
 from tests.lmtp import statuscodes as S
 from tests.managesieve.conftest import (ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, USERS,
@@ -39,21 +39,22 @@ PARSER_LIMIT = 64 * 1024  # literals up to this pass the parser when scripts are
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def shared(tmp_path_factory: pytest.TempPathFactory,
+           module_database_url: str) -> Iterator[ServerProcess]:
     """One `mda serve` for the table-driven tests (each opens its own connection)."""
     root = tmp_path_factory.mktemp("shared")
-    with fresh_database(root) as url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MDA_")}
-        env.update(MDA_DATABASE_URL=url, MDA_SIEVE_SCRIPTS_DIR=str(root / "sieve_scripts"),
-                   MDA_SIEVE_MAX_SCRIPT_SIZE=str(SHARED_SCRIPT_LIMIT),
-                   MDA_MANAGESIEVE_AUTH_FAILURE_DELAY="0")
-        subprocess.run([MDA_BIN, "db", "upgrade"], env=env, check=True, capture_output=True)
-        for address, password in USERS.items():
-            subprocess.run([MDA_BIN, "user", "add", address, "--password-stdin"], env=env,
-                           input=password.encode() + b"\n", check=True, capture_output=True)
-        server = launch_server(env, root)
-        yield server
-        stop_servers([server])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MDA_")}
+    env.update(MDA_DATABASE_URL=module_database_url,
+               MDA_SIEVE_SCRIPTS_DIR=str(root / "sieve_scripts"),
+               MDA_SIEVE_MAX_SCRIPT_SIZE=str(SHARED_SCRIPT_LIMIT),
+               MDA_MANAGESIEVE_AUTH_FAILURE_DELAY="0")
+    subprocess.run([MDA_BIN, "db", "upgrade"], env=env, check=True, capture_output=True)
+    for address, password in USERS.items():
+        subprocess.run([MDA_BIN, "user", "add", address, "--password-stdin"], env=env,
+                       input=password.encode() + b"\n", check=True, capture_output=True)
+    server = launch_server(env, root)
+    yield server
+    stop_servers([server])
 
 
 async def _session(server: ServerProcess, state: str) -> SieveWire:

@@ -217,6 +217,8 @@ def test_50mb_message_goes_through_postfix_over_data(mda, mail_system) -> None:
     elapsed = time.monotonic() - started
     print(f"{len(data)} bytes through Postfix into mda in {elapsed:.1f} s")
 
+    # Postfix logs status=sent on mda's reply after DATA; its QUIT comes a moment later
+    system.mda.wait_for_log(r">> b'QUIT", timeout=30)
     commands = re.findall(r">> b'([A-Z]+)", system.mda.log_text())  # aiosmtpd, at DEBUG
     assert commands == ["LHLO", "MAIL", "RCPT", "DATA", "QUIT"], commands
     offered = asyncio.run(lhlo_keywords(system.mda))  # what that LHLO was answered

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from tests.conftest import MDA_BIN
@@ -41,10 +42,16 @@ def stored_subjects(cli: Cli, user: str = USER) -> list[str]:
     return sorted(item["subject"] for item in listing)
 
 
-def delivering_pids(server: ServerProcess) -> list[int]:
-    """The pid of each `result=stored` log line, in order."""
-    return [int(line.split("mda.lmtp[", 1)[1].split("]", 1)[0])
-            for line in list(server.log) if "result=stored" in line and "mda.lmtp[" in line]
+def delivering_pids(server: ServerProcess, count: int = 0) -> list[int]:
+    """The pid of each `result=stored` log line, in order; waits up to 10 s for `count` of
+    them (a reply can reach the client before its log line reaches the test)."""
+    deadline = time.monotonic() + 10
+    while True:
+        pids = [int(line.split("mda.lmtp[", 1)[1].split("]", 1)[0])
+                for line in list(server.log) if "result=stored" in line and "mda.lmtp[" in line]
+        if len(pids) >= count or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.02)
 
 
 async def test_workers_serve_one_listener_and_stop_together(cli: Cli, launch: Launch,
@@ -66,7 +73,7 @@ async def test_workers_serve_one_listener_and_stop_together(cli: Cli, launch: La
 
     for n in range(30):  # one connection each: the kernel hands each to a free worker
         assert await deliver(server, n) == [S.DELIVERED]
-    served = delivering_pids(server)
+    served = delivering_pids(server, 30)
     assert len(served) == 30 and set(served) <= set(workers)
     print(f"\nconnections per worker: { {pid: served.count(pid) for pid in workers} }")
 
