@@ -11,10 +11,11 @@
 
 from __future__ import annotations
 
-import io
 import re
 from datetime import datetime
 from email.utils import format_datetime
+
+from mda.buffers import presized_buffer
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _WINDOW = 1024 * 1024  # bytes normalised at a time
@@ -48,7 +49,7 @@ def normalize_line_endings(data: bytes, *, window: int = _WINDOW) -> bytes:
     if data.endswith(b"\n\r\n") and not data.endswith(b"\r\n\r\n"):
         end -= 2
     view = memoryview(data)
-    out = _buffer_of(_normalized_size(data, end))
+    out = presized_buffer(_normalized_size(data, end))
     start = 0
     while start < end:
         stop = min(start + window, end)
@@ -66,18 +67,6 @@ def _normalized_size(data: bytes, end: int) -> int:
     """The length of `data[:end]` once every bare LF and lone CR has become CRLF."""
     pairs = data.count(b"\r\n", 0, end)
     return end + (data.count(b"\r", 0, end) - pairs) + (data.count(b"\n", 0, end) - pairs)
-
-
-def _buffer_of(size: int) -> io.BytesIO:
-    """A BytesIO whose buffer already has room for `size` bytes, positioned at 0: writing
-    them never reallocates (a reallocation may copy), and `getvalue()` then hands that
-    buffer over as the result without a copy."""
-    out = io.BytesIO()
-    if size:
-        out.seek(size - 1)
-        out.write(b"\0")
-        out.seek(0)
-    return out
 
 
 def _crlf_only(data: bytes, start: int, stop: int) -> bool:

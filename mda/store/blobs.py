@@ -9,8 +9,8 @@ and its bytes go into `message_blob_chunks`, `CHUNK_SIZE` bytes per row, one INS
 chunk binding a `memoryview` slice of the caller's bytes. So storing a 50 MiB message never
 makes the driver (aiosqlite/sqlite3, asyncpg) or the database client build a second
 50 MiB buffer: at most one chunk is copied at a time. Reading one back (`blob_bytes`)
-concatenates the chunks in order, making the one copy the caller gets. Chunks go with their
-blob (ON DELETE CASCADE).
+puts the chunks in order, one at a time, into the one copy the caller gets. Chunks go with
+their blob (ON DELETE CASCADE).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from datetime import timedelta
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mda.buffers import presized_buffer
 from mda.store.engine import Store
 from mda.store.errors import StoreError
 from mda.store.models import MessageBlob, MessageBlobChunk, utcnow
@@ -60,8 +61,8 @@ async def store_blob(session: AsyncSession, data: bytes | memoryview) -> int:
 async def blob_bytes(session: AsyncSession, blob_id: int, prefix: bytes = b"") -> bytes:
     """The bytes of a blob, after `prefix`, as one new `bytes` object.
 
-    A chunked blob's chunks are read in `seq` order and joined once with the prefix, so
-    the peak is the chunks read plus the result (one extra copy of the blob).
+    A chunked blob is read one chunk (one query) at a time into a buffer of the final size
+    that becomes the result (`mda.buffers`), so the peak is the result plus one chunk.
 
     Args:
         session: any session.
@@ -82,16 +83,22 @@ async def blob_bytes(session: AsyncSession, blob_id: int, prefix: bytes = b"") -
     data, size, chunked = row
     if not chunked:
         return bytes(prefix) + bytes(data)
-    del row, data
-    pieces = (await session.execute(
-        select(MessageBlobChunk.data).where(MessageBlobChunk.blob_id == blob_id)
+    seqs = (await session.execute(
+        select(MessageBlobChunk.seq).where(MessageBlobChunk.blob_id == blob_id)
         .order_by(MessageBlobChunk.seq))).scalars().all()
-    joined = b"".join([prefix, *pieces])
-    del pieces
-    if len(joined) - len(prefix) != size:
-        raise StoreError(f"message blob {blob_id}: its chunks hold "
-                         f"{len(joined) - len(prefix)} bytes, not {size}")
-    return joined
+    total = len(prefix) + size
+    out = presized_buffer(total)
+    out.write(prefix)
+    for seq in seqs:
+        piece = (await session.execute(select(MessageBlobChunk.data).where(
+            MessageBlobChunk.blob_id == blob_id, MessageBlobChunk.seq == seq))).scalar_one()
+        if out.tell() + len(piece) > total:
+            break
+        out.write(piece)
+    else:
+        if out.tell() == total:
+            return out.getvalue()
+    raise StoreError(f"message blob {blob_id}: its chunks do not hold its {size} bytes")
 
 
 async def add_blob_reference(session: AsyncSession, blob_id: int) -> None:

@@ -147,7 +147,17 @@ async def test_a_blob_whose_chunks_are_missing_is_an_error_not_short_mail(store:
         await session.execute(MessageBlobChunk.__table__.delete().where(
             MessageBlobChunk.blob_id == blob, MessageBlobChunk.seq == 1))
     async with store.read() as session:
-        with pytest.raises(StoreError, match="not 2097153"):
+        with pytest.raises(StoreError, match="do not hold its 2097153 bytes"):
             await blob_bytes(session, blob)
         with pytest.raises(StoreError, match="does not exist"):
             await blob_bytes(session, blob + 1000)
+
+
+async def test_a_blob_with_a_chunk_too_many_is_an_error(store: Store) -> None:
+    blob = await new_blob(store, message_of(CHUNK_SIZE + 1))
+    async with store.transaction() as session:
+        await session.execute(MessageBlobChunk.__table__.insert().values(
+            blob_id=blob, seq=2, data=b"extra"))
+    async with store.read() as session:
+        with pytest.raises(StoreError, match="do not hold its 1048577 bytes"):
+            await blob_bytes(session, blob)
