@@ -113,18 +113,22 @@ def run_cli(env: dict[str, str], *args: str, stdin: bytes | None = None) -> byte
 
 def read_back(env: dict[str, str], workdir: Path, address: str, mailbox: str,
               uid: int) -> tuple[bytes, int]:
-    """`mda message show ADDRESS MAILBOX UID`: its output and its peak RSS in KiB."""
+    """`mda message show ADDRESS MAILBOX UID`: its output and its peak RSS in KiB (VmHWM
+    polled until it exits: its rusage would count the benchmark's own pages, which the
+    child had until exec)."""
     out = workdir / "shown.eml"
+    peak = 0
     with out.open("wb") as sink:
         proc = subprocess.Popen([MDA, "message", "show", address, mailbox, str(uid)],
                                 env=env, stdout=sink, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        while proc.poll() is None:
+            peak = max(peak, status_kib(proc.pid, "VmHWM") or 0)
+            time.sleep(0.001)
     if proc.returncode != 0:
         sys.exit(f"mda message show failed with exit status {proc.returncode}")
     data = out.read_bytes()
     out.unlink()
-    return data, usage.ru_maxrss
+    return data, peak
 
 
 @contextmanager
