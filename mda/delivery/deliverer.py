@@ -50,8 +50,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from mda import metrics, replies
 from mda.config import Settings
@@ -264,10 +264,10 @@ class _ReceivedMessage(Message):
 def parse_received(data: bytes) -> Message:
     """Parse a message with CRLF line endings for Sieve, without copying its body.
 
-    The header section ends at the first empty line, so the first CRLF CRLF (or a CRLF at
-    the very start) bounds it: `split_header` of the bytes up to there finds the same fields
-    and the same start of the body as on the whole message. A message without an empty
-    line (all header, or ending in one) is parsed whole by `parse_message`.
+    The header section ends at the latest at the first empty line (a CRLF at the very
+    start, else the first CRLF CRLF), so `split_header` of the bytes up to there finds the
+    same fields and the same start of the body as on the whole message. A message with no
+    empty line at all is parsed whole by `parse_message` (its body, if any, is copied).
 
     Args:
         data: the message, CRLF line endings only (`normalize_line_endings`).
@@ -275,10 +275,13 @@ def parse_received(data: bytes) -> Message:
     Returns:
         A `Message` equal to `parse_message(data)` in every attribute.
     """
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return parse_message(data)
-    head = data[:end + 4]
+    if data.startswith(b"\r\n"):
+        head = data[:2]
+    else:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return parse_message(data)
+        head = data[:end + 4]
     fields, _, rest = split_header(head)
     return _ReceivedMessage(data, fields, len(head) - len(rest))
 

@@ -17,6 +17,8 @@ MESSAGES = [
     b"\r\n",
     b"\r\n\r\n",
     b"\r\nbody only\r\n",
+    b"\r\nbody without a final line break",
+    b"Subject: no empty line\r\nbody text\r\n",
     b"Subject: hi\r\n",
     b"Subject: hi\r\n\r\n",
     b"Subject: hi\r\n\r\nbody\r\n\r\nmore\r\n",
@@ -71,6 +73,7 @@ def test_crlf_clean_data_is_parsed_without_a_copy() -> None:
     raw = b"Subject: large\r\n\r\n" + b"x" * 76 * 1000 + b"\r\n"
     normalized, message = _prepare(raw)
     assert normalized is raw and message.raw is raw
+    assert "body" not in vars(message)  # not sliced off until a test asks for it
     assert message.size == len(raw)
     assert message.header_values("subject") == ["large"]
     assert message.body == raw[len(b"Subject: large\r\n\r\n"):]
