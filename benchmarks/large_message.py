@@ -4,12 +4,14 @@
 Sets up a real `mda serve` in a temporary directory (a SQLite file by default; with
 `--database-url postgresql+asyncpg://USER@HOST:PORT/DB` a new database is created on that
 server, next to DB, and dropped at the end), adds `--recipients` users with enough quota
-(optionally with the Sieve script `--sieve`), delivers one small message to warm up, then one
-`--size`-byte message over LMTP (DATA) to all recipients in one transaction, and reads it
-back with `mda message show`, comparing the SHA-256.
+(optionally with the Sieve script `--sieve`: `header`, `body` (RFC 5173), `editheader`
+(RFC 5293)), delivers one small message to warm up, then one `--size`-byte message over LMTP
+(DATA) to all recipients in one transaction, and reads it back with `mda message show`,
+comparing the SHA-256. Only the LMTP listener runs.
 
 The message is multipart/mixed: a short text part and a base64 attachment filling the rest
-(76-character lines).
+(76-character lines), sent with CRLF line endings, or with bare LF (`--line-endings lf`),
+which mda rewrites to CRLF.
 
 Printed, in MiB (2^20 bytes):
 - baseline RSS: the server's resident set just before the large message (after the warm-up);
@@ -24,6 +26,7 @@ Printed, in MiB (2^20 bytes):
     python benchmarks/large_message.py                      # 50 MiB, 1 recipient, SQLite
     python benchmarks/large_message.py --recipients 3
     python benchmarks/large_message.py --size 10M --sieve body
+    python benchmarks/large_message.py --line-endings lf
     python benchmarks/large_message.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 """
 
