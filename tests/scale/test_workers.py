@@ -85,6 +85,27 @@ async def test_workers_serve_one_listener_and_stop_together(cli: Cli, launch: La
     assert stored_subjects(cli) == sorted(f"n{n}" for n in range(30))
 
 
+async def test_held_connections_spread_over_the_workers(cli: Cli, launch: Launch) -> None:
+    """A busy worker lets an idle one accept first (mda.server.SharedAcceptor): of 8
+    connections opened one after another and kept open, each worker gets some."""
+    cli("db", "upgrade")
+    cli("user", "add", USER)
+    server = launch("--workers", "2")
+    workers = worker_pids(server, 2)
+    clients = []
+    for n in range(8):
+        client = await server.client()
+        clients.append(client)
+        result = await client.transaction("a@example.net", [USER], message(n))
+        assert [r.status for r in result.after_data] == [S.DELIVERED]
+    served = delivering_pids(server, 8)
+    for client in clients:
+        await client.quit()
+    print(f"\nheld connections per worker: { {pid: served.count(pid) for pid in workers} }")
+    assert len(served) == 8 and set(served) == set(workers)
+    assert server.stop() == 0
+
+
 async def test_sighup_to_the_parent_or_a_worker_is_ignored(cli: Cli, launch: Launch) -> None:
     cli("db", "upgrade")
     cli("user", "add", USER)
