@@ -203,10 +203,16 @@ class _SharedBlob:
         self.id: int | None = None
 
     async def ensure(self) -> int:
-        """Store the bytes (own short transaction) unless done already; return the blob id."""
+        """Store the bytes (own short transaction) unless done already; return the blob id.
+
+        The id is kept only once that transaction has committed: an id from a commit that
+        failed names no blob, and SQLite gives it to the next blob stored (another
+        transaction's message).
+        """
         if self.id is None:
             async with self.store.transaction() as session:
-                self.id = await store_blob(session, self.data)
+                blob_id = await store_blob(session, self.data)
+            self.id = blob_id
         return self.id
 
     async def ensure_in(self, session: Session) -> bool:

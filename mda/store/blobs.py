@@ -101,19 +101,25 @@ async def blob_bytes(session: AsyncSession, blob_id: int, prefix: bytes = b"") -
     raise StoreError(f"message blob {blob_id}: its chunks do not hold its {size} bytes")
 
 
-async def add_blob_reference(session: AsyncSession, blob_id: int) -> None:
+async def add_blob_reference(session: AsyncSession, blob_id: int, size: int) -> None:
     """Count one more message copy referring to the blob.
 
+    Args:
+        blob_id: the blob.
+        size: its size in bytes as the caller knows it: a blob of another size under that
+            id (an id reused after the caller's blob was lost) is not referenced.
+
     Raises:
-        StoreError: the blob no longer exists (swept as an orphan).
+        StoreError: the blob no longer exists (swept as an orphan), or that id now names
+            another blob.
     """
     referenced = (await session.execute(
-        update(MessageBlob).where(MessageBlob.id == blob_id)
+        update(MessageBlob).where(MessageBlob.id == blob_id, MessageBlob.size == size)
         .values(refcount=MessageBlob.refcount + 1)
         .returning(MessageBlob.id)
         .execution_options(synchronize_session=False))).scalar_one_or_none()
     if referenced is None:
-        raise StoreError(f"message blob {blob_id} no longer exists")
+        raise StoreError(f"message blob {blob_id} of {size} bytes no longer exists")
 
 
 async def drop_blob_if_unreferenced(session: AsyncSession, blob_id: int) -> bool:

@@ -126,7 +126,7 @@ async def append_message(session: AsyncSession, *, user_id: int, mailbox: Mailbo
     stored_flags = encode_flags(flags)
     await charge_quota(session, user_id, size)
     uid = await allocate_uid(session, mailbox.id)
-    await add_blob_reference(session, blob_id)
+    await add_blob_reference(session, blob_id, blob_size)
     session.add(Message(mailbox_id=mailbox.id, uid=uid, blob_id=blob_id,
                         header_prefix=header_prefix, size=size, flags=stored_flags,
                         internal_date=internal_date))
