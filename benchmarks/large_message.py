@@ -4,13 +4,15 @@
 Sets up a real `mda serve` in a temporary directory (a SQLite file by default; with
 `--database-url postgresql+asyncpg://USER@HOST:PORT/DB` a new database is created on that
 server, next to DB, and dropped at the end), adds `--recipients` users with enough quota
-(optionally with the Sieve script `--sieve`: `header`, `body` (RFC 5173), `editheader`
-(RFC 5293)), delivers one small message to warm up, then one `--size`-byte message over LMTP
+(optionally with the Sieve script `--sieve`: `header`, `body` (RFC 5173 `body :text`),
+`body-raw` (`body :raw`), `body-content` (`body :content ["text", "application"]`, which
+decodes the attachment too), `editheader` (RFC 5293)), delivers one small message to warm up, then one `--size`-byte message over LMTP
 (DATA) to all recipients in one transaction, and reads it back with `mda message show`,
 comparing the SHA-256. Only the LMTP listener runs.
 
-The message is multipart/mixed: a short text part and a base64 attachment filling the rest
-(76-character lines), sent with CRLF line endings, or with bare LF (`--line-endings lf`),
+The message (`--shape multipart`, the default) is multipart/mixed: a short text part and a
+base64 attachment filling the rest (76-character lines); `--shape single` is one text/plain
+7bit body of 76-character lines. Either is sent with CRLF line endings, or with bare LF (`--line-endings lf`),
 which mda rewrites to CRLF.
 
 Printed, in MiB (2^20 bytes):
@@ -26,6 +28,7 @@ Printed, in MiB (2^20 bytes):
     python benchmarks/large_message.py                      # 50 MiB, 1 recipient, SQLite
     python benchmarks/large_message.py --recipients 3
     python benchmarks/large_message.py --size 10M --sieve body
+    python benchmarks/large_message.py --sieve body-raw --shape single
     python benchmarks/large_message.py --line-endings lf
     python benchmarks/large_message.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 """
@@ -67,6 +70,13 @@ SCRIPTS = {
     # the body extension (RFC 5173) looks at the text part
     "body": 'require ["body", "fileinto", "mailbox"];\n'
             'if body :text :contains "needle" { fileinto :create "Found"; }\n',
+    # the whole body as transferred, one string
+    "body-raw": 'require ["body", "fileinto", "mailbox"];\n'
+                'if body :raw :contains "no such needle" { fileinto :create "Found"; }\n',
+    # every text and application part decoded (base64 undone), one string each
+    "body-content": 'require ["body", "fileinto", "mailbox"];\n'
+                    'if body :content ["text", "application"] :contains "no such needle" '
+                    '{ fileinto :create "Found"; }\n',
     # editheader (RFC 5293): the copy gets a blob of its own
     "editheader": 'require ["editheader"];\naddheader "X-Large" "yes";\n',
 }
@@ -80,28 +90,41 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * {"": 1, "K": 1024, "M": MIB, "G": 1024 * MIB}[match.group(2)]
 
 
-def large_message(size: int) -> bytes:
-    """A multipart/mixed message of exactly `size` bytes (at least about 1 KiB): a text
-    part saying "needle", then a base64 attachment of random bytes in 76-character lines."""
-    boundary = f"b-{uuid.uuid4().hex}"
-    head = (f"From: Sender <sender@bench.example>\r\nTo: rcpt@bench.test\r\n"
-            f"Subject: a large message\r\nMessage-ID: <{uuid.uuid4().hex}@bench.example>\r\n"
-            f"MIME-Version: 1.0\r\n"
-            f"Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n"
-            f"--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-            f"The attachment holds the needle.\r\n"
-            f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Transfer-Encoding: base64\r\n"
-            f"Content-Disposition: attachment; filename=\"data.bin\"\r\n\r\n").encode()
-    tail = f"--{boundary}--\r\n".encode()
-    room = size - len(head) - len(tail)
-    if room < 2:
-        raise SystemExit(f"--size must be at least {len(head) + len(tail) + 2}")
+def _lines(room: int) -> bytes:
+    """`room` bytes of base64 text in 76-character CRLF lines, ending with CRLF."""
     encoded = base64.encodebytes(os.urandom(room * 3 // 4 + 3)).replace(b"\n", b"\r\n")
     body = encoded[:room - 2] + b"\r\n"
     if body[-3:-2] == b"\r":  # a cut between CR and LF would leave a lone CR
         body = body[:-3] + b"A\r\n"
-    message = head + body + tail
+    return body
+
+
+def large_message(size: int, shape: str = "multipart") -> bytes:
+    """A message of exactly `size` bytes (at least about 1 KiB).
+
+    shape "multipart": multipart/mixed, a text part saying "needle", then a base64
+    attachment of random bytes in 76-character lines; "single": one text/plain 7bit body
+    saying "needle" on its first line, then 76-character lines of base64 text.
+    """
+    boundary = f"b-{uuid.uuid4().hex}"
+    head = (f"From: Sender <sender@bench.example>\r\nTo: rcpt@bench.test\r\n"
+            f"Subject: a large message\r\nMessage-ID: <{uuid.uuid4().hex}@bench.example>\r\n"
+            f"MIME-Version: 1.0\r\n")
+    if shape == "single":
+        head += "Content-Type: text/plain; charset=us-ascii\r\n\r\nThe needle.\r\n"
+        tail = ""
+    else:
+        head += (f"Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n"
+                 f"--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+                 f"The attachment holds the needle.\r\n"
+                 f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                 f"Content-Transfer-Encoding: base64\r\n"
+                 f"Content-Disposition: attachment; filename=\"data.bin\"\r\n\r\n")
+        tail = f"--{boundary}--\r\n"
+    room = size - len(head) - len(tail)
+    if room < 2:
+        raise SystemExit(f"--size must be at least {len(head) + len(tail) + 2}")
+    message = head.encode() + _lines(room) + tail.encode()
     assert len(message) == size
     return message
 
@@ -266,6 +289,9 @@ def main() -> int:
     parser.add_argument("--recipients", type=int, default=1, help="recipients (default 1)")
     parser.add_argument("--sieve", choices=sorted(SCRIPTS), default="none",
                         help="the recipients' active Sieve script (default none)")
+    parser.add_argument("--shape", choices=["multipart", "single"], default="multipart",
+                        help="multipart/mixed with a text part and a large base64 "
+                             "attachment, or one large text/plain part (default multipart)")
     parser.add_argument("--line-endings", choices=["crlf", "lf"], default="crlf",
                         help="send the message with CRLF (as MTAs do) or bare LF line "
                              "endings, which mda rewrites to CRLF (default crlf)")
@@ -274,7 +300,7 @@ def main() -> int:
                              "server (a database is created there and dropped)")
     args = parser.parse_args()
 
-    stored = large_message(args.size)  # what mda stores: CRLF line endings
+    stored = large_message(args.size, args.shape)  # what mda stores: CRLF line endings
     digest = hashlib.sha256(stored).hexdigest()
     message = stored if args.line_endings == "crlf" else stored.replace(b"\r\n", b"\n")
     with tempfile.TemporaryDirectory(prefix="mda-large-") as tmp, \
@@ -297,7 +323,7 @@ def main() -> int:
                         "--activate")
         proc, host, port = start_server(env, workdir)
         try:
-            warm, _, _ = asyncio.run(deliver(host, port, recipients, large_message(4096)))
+            warm, _, _ = asyncio.run(deliver(host, port, recipients, large_message(4096, args.shape)))
             time.sleep(0.5)
             baseline = status_kib(proc.pid, "VmRSS") or 0
             hwm_reset = reset_peak(proc.pid)
@@ -324,7 +350,8 @@ def main() -> int:
     backend = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
     print(f"backend              {backend}")
     print(f"message              {len(message)} bytes ({size_mib:.1f} MiB), "
-          f"{args.line_endings.upper()} line endings, {args.recipients} recipient(s), "
+          f"{args.shape}, {args.line_endings.upper()} line endings, "
+          f"{args.recipients} recipient(s), "
           f"Sieve script: {args.sieve}")
     print(f"replies              {', '.join(statuses)}")
     print(f"baseline RSS         {baseline / 1024:.1f} MiB")
