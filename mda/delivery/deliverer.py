@@ -29,6 +29,15 @@ Per LMTP transaction (`Deliverer.deliver`):
       transaction share `MDA_SUBMISSION_BUDGET`. `mda.delivery.outbound` explains it all;
    f. the reply is 250 only after that transaction committed (RFC 2033 §4.2).
 
+Time. The recipients of a transaction share `MDA_DELIVERY_BUDGET` seconds, counted from
+the end of DATA (`deliver`): waits for the database (a lock held elsewhere, a full pool)
+add up recipient after recipient, and replies that come after the MTA's own timeout
+(Postfix `lmtp_data_done_timeout`) make it send the whole transaction again, a second copy
+for every recipient already stored. When the budget runs out, the recipient being
+delivered is cancelled unless it is committing: its transaction rolls back and it gets
+`451 4.3.0`; a commit in flight is waited for instead and answered by its result, so a
+reply never contradicts the database. Every later recipient gets `451 4.3.0` at once.
+
 The default mailbox (keep, the implicit keep) is INBOX; with `MDA_SAVE_TO_DETAIL_MAILBOX`
 a recipient `user+detail@dom` makes it mailbox `detail` when that exists or
 `MDA_MAILBOX_AUTOCREATE` allows creating it, else INBOX (Dovecot's
@@ -49,13 +58,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
 
 from mda import metrics, replies
 from mda.config import Settings
-from mda.delivery.errors import reply_for
+from mda.delivery.errors import DeliveryBudgetSpent, reply_for
 from mda.delivery.headers import (
     has_header_section,
     header_prefix,
@@ -95,7 +106,6 @@ from mda.sieve import (
     parse_message,
 )
 from mda.sieve.core import REDIRECTED_FROM
-from mda.sieve.message import HeaderField, split_header
 from mda.sieve.multiscript import evaluate_sequence
 from mda.sieve_config import sieve_environment, sieve_limits
 from mda.store import (
@@ -138,6 +148,49 @@ REDIRECT_UNAVAILABLE = outbound_unavailable(["redirect"])
 REJECT_AFTER_KEEP = ("reject ignored: an earlier script already kept the message, so it was "
                      "stored and accepted (250)")
 _KEEP_ONLY: tuple[Action, ...] = (Keep(implicit=True),)
+UNWIND_GRACE = 1.0  # seconds a recipient cancelled by the budget gets to roll back
+
+
+class _CommitGuard:
+    """Tells the budget whether a recipient's task is committing a write transaction: a
+    commit in flight is never cancelled (its outcome would be unknown), it is waited for."""
+
+    def __init__(self) -> None:
+        self.committing = False
+        self._over = asyncio.Event()
+
+    def begin(self) -> None:
+        self.committing = True
+        self._over.clear()
+
+    def end(self) -> None:
+        self.committing = False
+        self._over.set()
+
+    async def wait_commit(self, task: asyncio.Future) -> None:
+        """Return when the commit in flight ended or `task` finished."""
+        over = asyncio.ensure_future(self._over.wait())
+        try:
+            await asyncio.wait({task, over}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            over.cancel()
+
+
+_GUARD: ContextVar[_CommitGuard | None] = ContextVar("mda_delivery_commit", default=None)
+
+
+@asynccontextmanager
+async def _write(store: Store) -> AsyncIterator[Session]:
+    """`store.transaction()`, with its commit marked for the recipient's `_CommitGuard`."""
+    guard = _GUARD.get()
+    try:
+        async with store.transaction() as session:
+            yield session
+            if guard is not None:
+                guard.begin()  # nothing awaits between here and the COMMIT
+    finally:
+        if guard is not None:
+            guard.end()
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +263,7 @@ class _SharedBlob:
         transaction's message).
         """
         if self.id is None:
-            async with self.store.transaction() as session:
+            async with _write(self.store) as session:
                 blob_id = await store_blob(session, self.data)
             self.id = blob_id
         return self.id
@@ -232,64 +285,24 @@ class _SharedBlob:
         if self.id is None:
             return
         try:
-            async with self.store.transaction() as session:
+            async with _write(self.store) as session:
                 await drop_blob_if_unreferenced(session, self.id)
         except Exception:  # swept later by delete_orphan_blobs
             log.warning("%s: could not drop unused blob %d", queue_id, self.id, exc_info=True)
 
 
-class _ReceivedMessage(Message):
-    """The received message as Sieve sees it, parsed without copying its body.
-
-    `parse_message` slices the body off the message (a second copy of nearly all of it)
-    whether or not a test ever looks at it. Here the header fields come from the header
-    section alone and `body` is sliced from `raw` on first use (the body test's `:raw`);
-    an editheader version (`with_fields`) is the new header joined with a view of this
-    body, one copy. Everything else (`raw`, `size`, `fields`, `mime`) is the `Message` of
-    `mda.sieve.message`, and every attribute has the value `parse_message` would give.
-    """
-
-    def __init__(self, raw: bytes, fields: list[HeaderField], body_start: int) -> None:
-        self.raw = raw
-        self.fields = fields
-        self._body_start = body_start
-
-    @cached_property
-    def body(self) -> bytes:
-        """The raw body bytes (after the empty line), sliced from `raw` once."""
-        return self.raw[self._body_start:]
-
-    def with_fields(self, fields: list[HeaderField]) -> Message:
-        """A copy with a different header (editheader, RFC 5293): the same bytes as
-        `Message.with_fields`, made without an intermediate copy of the body."""
-        head = b"".join(f.name.encode("utf-8") + b":" + f.raw for f in fields)
-        raw = b"".join((head, b"\r\n", memoryview(self.raw)[self._body_start:]))
-        return _ReceivedMessage(raw, list(fields), len(head) + 2)
-
-
 def parse_received(data: bytes) -> Message:
-    """Parse a message with CRLF line endings for Sieve, without copying its body.
-
-    The header section ends at the latest at the first empty line (a CRLF at the very
-    start, else the first CRLF CRLF), so `split_header` of the bytes up to there finds the
-    same fields and the same start of the body as on the whole message. A message with no
-    empty line at all is parsed whole by `parse_message` (its body, if any, is copied).
+    """Parse a received message for Sieve without copying its body: `parse_message`,
+    which parses the header section only and refers to the body and its MIME parts by
+    offsets into `data` (an editheader version joins its new header with a view of it).
 
     Args:
-        data: the message, CRLF line endings only (`normalize_line_endings`).
+        data: the message, CRLF line endings (`normalize_line_endings`).
 
     Returns:
-        A `Message` equal to `parse_message(data)` in every attribute.
+        The `Message`; its `raw` is `data` itself.
     """
-    if data.startswith(b"\r\n"):
-        head = data[:2]
-    else:
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            return parse_message(data)
-        head = data[:end + 4]
-    fields, _, rest = split_header(head)
-    return _ReceivedMessage(data, fields, len(head) - len(rest))
+    return parse_message(data)
 
 
 def _prepare(data: bytes) -> tuple[bytes, Message]:
@@ -315,6 +328,7 @@ class Deliverer:
         self.limits = sieve_limits(settings)
         self.scripts = GlobalScripts(settings.sieve_scripts_dir, self.limits)
         self.submitter = make_submitter(settings)
+        self._unwinding: set[asyncio.Future] = set()  # cancelled recipients still rolling back
 
     # ------------------------------------------------------------------ RCPT
 
@@ -367,10 +381,12 @@ class Deliverer:
             transaction: the LMTP transaction.
 
         Returns:
-            Exactly one outcome per entry of `transaction.recipients`, in the same order.
-            Never raises (except for cancellation).
+            Exactly one outcome per entry of `transaction.recipients`, in the same order,
+            all within `MDA_DELIVERY_BUDGET` seconds (plus a commit in flight when it ran
+            out, and `UNWIND_GRACE`). Never raises (except for cancellation).
         """
         started = time.monotonic()
+        deadline = asyncio.get_running_loop().time() + self.settings.delivery_budget
         try:
             data, message = await asyncio.to_thread(_prepare, transaction.data)
         except Exception as exc:
@@ -382,13 +398,68 @@ class Deliverer:
         outcomes = []
         try:
             for rcpt in transaction.recipients:
-                outcomes.append(await self._deliver_one(transaction, rcpt, message, blob,
-                                                        outbound))
+                outcomes.append(await self._deliver_within(deadline, transaction, rcpt,
+                                                           message, blob, outbound))
         finally:
             if outbound is not None:
                 await asyncio.shield(outbound.close())
-            await asyncio.shield(blob.release_if_unused(transaction.queue_id))
+            # Dropping an unused blob may wait for the database too: not past the budget
+            # (one left behind is swept by delete_orphan_blobs).
+            await self._finish_by(deadline, blob.release_if_unused(transaction.queue_id))
         return outcomes
+
+    async def _deliver_within(self, deadline: float, transaction: Transaction, rcpt: str,
+                              message: Message, blob: _SharedBlob,
+                              outbound: OutboundSession | None) -> RecipientOutcome:
+        """`_deliver_one`, cancelled when the loop's clock reaches `deadline` unless it is
+        committing (then its commit is waited for); a recipient not started by then, or
+        cancelled, gets `DeliveryBudgetSpent` (451 4.3.0), its transaction rolled back."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        budget = self.settings.delivery_budget
+        if loop.time() >= deadline:
+            return self._failed(transaction, rcpt, DeliveryBudgetSpent(budget, tried=False),
+                                started)
+        guard = _CommitGuard()
+
+        async def guarded() -> RecipientOutcome:
+            _GUARD.set(guard)  # this task's context only
+            return await self._deliver_one(transaction, rcpt, message, blob, outbound)
+
+        task = asyncio.ensure_future(guarded())
+        try:
+            await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+            while not task.done() and guard.committing:
+                await guard.wait_commit(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not task.done():
+            task.cancel()  # at an await that is not a COMMIT: the transaction rolls back
+            await asyncio.wait({task}, timeout=UNWIND_GRACE)
+            if not task.done():  # e.g. SQLite busy-waiting in a thread: let it finish
+                self._unwinding.add(task)
+                task.add_done_callback(self._unwound)
+        if task.done() and not task.cancelled():
+            return task.result()  # finished (or committed) after all: the true outcome
+        return self._failed(transaction, rcpt, DeliveryBudgetSpent(budget, tried=True),
+                            started)
+
+    def _unwound(self, task: asyncio.Future) -> None:
+        self._unwinding.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a recipient cancelled by the delivery budget failed while rolling "
+                        "back", exc_info=task.exception())
+
+    async def _finish_by(self, deadline: float, work: Awaitable[None]) -> None:
+        """Await `work` until `deadline` at the latest; past it, leave it running (never
+        cancelled)."""
+        task = asyncio.ensure_future(work)
+        remaining = deadline - asyncio.get_running_loop().time()
+        await asyncio.wait({task}, timeout=max(0.0, remaining))
+        if not task.done():
+            self._unwinding.add(task)
+            task.add_done_callback(self._unwound)
 
     def _failed(self, transaction: Transaction, rcpt: str, exc: Exception,
                 started: float) -> RecipientOutcome:
@@ -667,7 +738,7 @@ class Deliverer:
         blob_stored_here = False
         try:
             connection = await self._connect(plan, outbound, transaction, rcpt)
-            async with self.store.transaction() as session:
+            async with _write(self.store) as session:
                 await lock_user(session, plan.user.id)  # first: no deadlock on PostgreSQL
                 stored = await self._copies(session, transaction, rcpt, plan, blob,
                                             plan.targets)
@@ -701,7 +772,7 @@ class Deliverer:
             return
         now = transaction.received_at
         try:
-            async with self.store.transaction() as session:
+            async with _write(self.store) as session:
                 if done:
                     await record_duplicates(
                         session, plan.user.id,
@@ -850,7 +921,7 @@ class Deliverer:
         if not plan.duplicates:
             await self._record_problems(plan, transaction.queue_id)
             return
-        async with self.store.transaction() as session:
+        async with _write(self.store) as session:
             await self._record(session, plan, transaction)
 
     async def _record_problems(self, plan: _Plan, queue_id: str) -> None:
@@ -859,7 +930,7 @@ class Deliverer:
         if not plan.problems:
             return
         try:
-            async with self.store.transaction() as session:
+            async with _write(self.store) as session:
                 await self._record_errors(session, plan, queue_id)
         except Exception:
             log.warning("%s: could not record Sieve errors for %s", queue_id,
