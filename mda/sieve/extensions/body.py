@@ -9,14 +9,21 @@
 
 Each part is one value, so `:is` compares a whole part (line ends are CRLF as
 transferred). Complete.
+
+Memory: the values are made and matched one at a time (except under `:count`), each part
+decoded from the message by offsets (`mda.sieve.message`), and `:contains` with i;octet or
+i;ascii-casemap searches the decoded string itself, so a large part costs its text once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
+from functools import lru_cache
 from typing import Any
 
 from mda.sieve.common import match, validate_match
+from mda.sieve.matching import Comparator
 from mda.sieve.message import MimePart, decode_bytes
 from mda.sieve.spec import Call, CommandSpec, Extension, TagSpec
 
@@ -37,30 +44,83 @@ def _type_matches(content_type: str, wanted: str) -> bool:
     return content_type.split("/", 1)[0] == wanted
 
 
-def body_values(ctx: Any, call: Call) -> list[str]:
-    """The strings the body test matches, per transform."""
+def iter_body_values(ctx: Any, call: Call) -> Iterator[str]:
+    """The strings the body test matches, per transform, made one at a time (each part
+    decoded only when the previous one has been matched)."""
     message = ctx.message
     if call.tag(":raw"):
-        return [decode_bytes(message.body)]
+        yield decode_bytes(message.body_view())
+        return
     if ":content" in call.tags:
         wanted = ctx.strings(call.tag(":content"))
     else:
         wanted = ["text"]
-    values: list[str] = []
     for part in walk(message.mime):
         if not any(_type_matches(part.content_type, w) for w in wanted):
             continue
         if part.is_multipart:
-            values.append(decode_bytes(part.preamble) + decode_bytes(part.epilogue))
-        elif part.content_type == "message/rfc822":
-            continue
-        else:
-            values.append(part.text())
-    return values
+            yield decode_bytes(part.preamble) + decode_bytes(part.epilogue)
+        elif part.content_type != "message/rfc822":
+            yield part.text()
+
+
+def body_values(ctx: Any, call: Call) -> list[str]:
+    """The strings the body test matches, per transform, all at once."""
+    return list(iter_body_values(ctx, call))
+
+
+#: the comparators whose :contains `_contains` can decide on the strings themselves
+_OCTET_COMPARATORS = ("i;octet", "i;ascii-casemap")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+#: match types that look at one value at a time, in order, keys inner (RFC 5228 §2.7.1,
+#: RFC 5231 :value): matching value by value gives the same result and match variables
+_VALUE_BY_VALUE = frozenset({":is", ":contains", ":matches", ":value"})
+
+
+def _plain(text: str) -> bool:
+    return text.isascii() or _SURROGATE.search(text) is None
+
+
+def _contains(comparator: Comparator, value: str, keys: list[str]) -> bool | None:
+    """:contains of i;octet or i;ascii-casemap decided without encoding `value` (a large
+    body part would be copied twice: UTF-8 and lower case); None when undecided.
+
+    Both compare UTF-8 octets (RFC 4790 §9.3, §9.2). For strings without lone surrogates
+    the octets of a key occur in those of `value` exactly when the key occurs in `value`
+    (UTF-8 is self-synchronising), and ASCII case folding of octets is ASCII case folding
+    of characters.
+    """
+    if comparator.name not in _OCTET_COMPARATORS or not _plain(value) \
+            or not all(_plain(key) for key in keys):
+        return None
+    if comparator.name == "i;octet":
+        return any(key in value for key in keys)
+    return any(_casefold_search(key)(value) is not None for key in keys)
+
+
+@lru_cache(maxsize=256)
+def _casefold_search(key: str) -> Callable[[str], re.Match[str] | None]:
+    return re.compile(re.escape(key), re.IGNORECASE | re.ASCII).search
 
 
 def _run(ctx: Any, call: Call) -> bool:
-    return match(ctx, call, body_values(ctx, call), ctx.strings(call.args[0]))
+    keys = ctx.strings(call.args[0])
+    match_type = call.data.get("match_type", ":is")
+    if match_type not in _VALUE_BY_VALUE:  # :count counts them, :regex tries keys first
+        return match(ctx, call, body_values(ctx, call), keys)
+    # Match the values one at a time, so only one decoded part is alive at once, and stop
+    # at the first that matches.
+    comparator = call.data["comparator"]
+    for value in iter_body_values(ctx, call):
+        found = _contains(comparator, value, keys) if match_type == ":contains" else None
+        if found is None:
+            found = match(ctx, call, [value], keys)
+        if found:
+            return True
+        del value  # before the next part is decoded
+    return False
 
 
 EXTENSION = Extension(
