@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 DEFAULT_DATABASE_PATH = Path("var") / "mda.sqlite3"
 
+# PostgreSQL's statement_timeout and lock_timeout and SQLite's busy_timeout are C ints of
+# milliseconds: 2147483647 ms is the longest each accepts, and a value under 1 ms is 0 (none).
+MAX_MILLISECOND_TIMEOUT = 2_147_483  # seconds (24.8 days)
+MIN_CONNECT_TIMEOUT = 0.1  # seconds; no database connection opens faster
+
 
 def parse_size(text: str | int) -> int:
     """Parse a size such as `500K`, `10M`, `1G` or plain bytes.
@@ -115,19 +120,20 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(
         default=10, ge=0, description="connections opened beyond the pool under load")
     database_pool_timeout: float = Field(
-        default=10.0, gt=0,
+        default=10.0, gt=0, le=MAX_MILLISECOND_TIMEOUT, allow_inf_nan=False,
         description="seconds a delivery waits for a free pooled connection before 451 4.3.0")
     database_connect_timeout: float = Field(
-        default=10.0, gt=0, description="seconds to open a PostgreSQL connection")
+        default=10.0, ge=MIN_CONNECT_TIMEOUT, le=MAX_MILLISECOND_TIMEOUT, allow_inf_nan=False,
+        description="seconds to open a PostgreSQL connection")
     database_statement_timeout: float = Field(
-        default=30.0, ge=0,
+        default=30.0, ge=0, le=MAX_MILLISECOND_TIMEOUT, allow_inf_nan=False,
         description="PostgreSQL statement_timeout in seconds (a longer statement is cancelled "
         "and the recipient gets 451 4.3.0); the client gives up 2 s later; 0 = none")
     database_lock_timeout: float = Field(
-        default=0.0, ge=0,
+        default=0.0, ge=0, le=MAX_MILLISECOND_TIMEOUT, allow_inf_nan=False,
         description="PostgreSQL lock_timeout in seconds; 0 = only statement_timeout applies")
     database_busy_timeout: float = Field(
-        default=30.0, ge=0,
+        default=30.0, ge=0, le=MAX_MILLISECOND_TIMEOUT, allow_inf_nan=False,
         description="seconds a SQLite connection waits for another process's write lock")
     workers: int = Field(
         default=1, ge=1, le=256,
@@ -163,6 +169,13 @@ class Settings(BaseSettings):
         "transaction may take together; once spent, recipients still waiting to redirect or "
         "notify get 451 4.3.0 at once (keep it well under the MTA's LMTP reply timeout, "
         "Postfix lmtp_data_done_timeout)")
+    delivery_budget: float = Field(
+        default=300.0, gt=0, allow_inf_nan=False,
+        description="seconds, counted from the end of DATA, that the deliveries of one LMTP "
+        "transaction may take together, waits for the database included; once spent, the "
+        "recipient being delivered is rolled back and it and every later one get 451 4.3.0 "
+        "at once (keep it well under the MTA's LMTP reply timeout, Postfix "
+        "lmtp_data_done_timeout, 600 s)")
     redirect_envelope_sender: str = Field(
         default="sender",
         description='MAIL FROM of a redirect: "sender" (the original envelope sender), '
@@ -269,6 +282,15 @@ class Settings(BaseSettings):
     @classmethod
     def _size(cls, value: Any) -> Any:
         return parse_size(value) if isinstance(value, str) else value
+
+    @field_validator("database_statement_timeout", "database_lock_timeout",
+                     "database_busy_timeout")
+    @classmethod
+    def _millisecond_timeout(cls, value: float) -> float:
+        if 0 < value < 0.001:
+            raise ValueError(f"{value:g} s is under the 1 ms these timeouts count in; use 0 "
+                             f"(none) or 0.001 to {MAX_MILLISECOND_TIMEOUT} seconds")
+        return value
 
     @field_validator("spamtest_header", "virustest_header")
     @classmethod

@@ -88,3 +88,27 @@ async def test_sqlite_writer_waits_for_another_process_lock(sqlite_url: str) -> 
             assert (await get_user(session, user.address)).storage_used == 5
     holder.join()
     assert time.monotonic() - started >= 0.5
+
+
+async def test_the_longest_timeouts_settings_allow_are_accepted_by_the_server(
+        db_url: str) -> None:
+    """MAX_MILLISECOND_TIMEOUT is what PostgreSQL's statement_timeout/lock_timeout and
+    SQLite's busy_timeout take (2^31-1 ms), so a setting that passed validation never makes
+    every connection fail."""
+    from sqlalchemy import text
+
+    from mda.config import MAX_MILLISECOND_TIMEOUT
+    from mda.store.engine import EngineOptions
+
+    await upgrade_async(db_url)
+    options = EngineOptions(statement_timeout=MAX_MILLISECOND_TIMEOUT,
+                            lock_timeout=MAX_MILLISECOND_TIMEOUT,
+                            busy_timeout=MAX_MILLISECOND_TIMEOUT)
+    async with Store(db_url, options) as store, store.read() as session:
+        if store.is_sqlite:
+            busy = (await session.execute(text("PRAGMA busy_timeout"))).scalar_one()
+            assert busy == MAX_MILLISECOND_TIMEOUT * 1000
+        else:
+            shown = (await session.execute(text("SHOW statement_timeout"))).scalar_one()
+            assert shown == (await session.execute(text("SHOW lock_timeout"))).scalar_one()
+            assert shown == f"{MAX_MILLISECOND_TIMEOUT}s"
