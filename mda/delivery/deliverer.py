@@ -29,6 +29,15 @@ Per LMTP transaction (`Deliverer.deliver`):
       transaction share `MDA_SUBMISSION_BUDGET`. `mda.delivery.outbound` explains it all;
    f. the reply is 250 only after that transaction committed (RFC 2033 §4.2).
 
+Time. The recipients of a transaction share `MDA_DELIVERY_BUDGET` seconds, counted from
+the end of DATA (`deliver`): waits for the database (a lock held elsewhere, a full pool)
+add up recipient after recipient, and replies that come after the MTA's own timeout
+(Postfix `lmtp_data_done_timeout`) make it send the whole transaction again, a second copy
+for every recipient already stored. When the budget runs out, the recipient being
+delivered is cancelled unless it is committing: its transaction rolls back and it gets
+`451 4.3.0`; a commit in flight is waited for instead and answered by its result, so a
+reply never contradicts the database. Every later recipient gets `451 4.3.0` at once.
+
 The default mailbox (keep, the implicit keep) is INBOX; with `MDA_SAVE_TO_DETAIL_MAILBOX`
 a recipient `user+detail@dom` makes it mailbox `detail` when that exists or
 `MDA_MAILBOX_AUTOCREATE` allows creating it, else INBOX (Dovecot's
@@ -49,12 +58,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mda import metrics, replies
 from mda.config import Settings
-from mda.delivery.errors import reply_for
+from mda.delivery.errors import DeliveryBudgetSpent, reply_for
 from mda.delivery.headers import (
     has_header_section,
     header_prefix,
@@ -136,6 +148,49 @@ REDIRECT_UNAVAILABLE = outbound_unavailable(["redirect"])
 REJECT_AFTER_KEEP = ("reject ignored: an earlier script already kept the message, so it was "
                      "stored and accepted (250)")
 _KEEP_ONLY: tuple[Action, ...] = (Keep(implicit=True),)
+UNWIND_GRACE = 1.0  # seconds a recipient cancelled by the budget gets to roll back
+
+
+class _CommitGuard:
+    """Tells the budget whether a recipient's task is committing a write transaction: a
+    commit in flight is never cancelled (its outcome would be unknown), it is waited for."""
+
+    def __init__(self) -> None:
+        self.committing = False
+        self._over = asyncio.Event()
+
+    def begin(self) -> None:
+        self.committing = True
+        self._over.clear()
+
+    def end(self) -> None:
+        self.committing = False
+        self._over.set()
+
+    async def wait_commit(self, task: asyncio.Future) -> None:
+        """Return when the commit in flight ended or `task` finished."""
+        over = asyncio.ensure_future(self._over.wait())
+        try:
+            await asyncio.wait({task, over}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            over.cancel()
+
+
+_GUARD: ContextVar[_CommitGuard | None] = ContextVar("mda_delivery_commit", default=None)
+
+
+@asynccontextmanager
+async def _write(store: Store) -> AsyncIterator[Session]:
+    """`store.transaction()`, with its commit marked for the recipient's `_CommitGuard`."""
+    guard = _GUARD.get()
+    try:
+        async with store.transaction() as session:
+            yield session
+            if guard is not None:
+                guard.begin()  # nothing awaits between here and the COMMIT
+    finally:
+        if guard is not None:
+            guard.end()
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +263,7 @@ class _SharedBlob:
         transaction's message).
         """
         if self.id is None:
-            async with self.store.transaction() as session:
+            async with _write(self.store) as session:
                 blob_id = await store_blob(session, self.data)
             self.id = blob_id
         return self.id
@@ -230,7 +285,7 @@ class _SharedBlob:
         if self.id is None:
             return
         try:
-            async with self.store.transaction() as session:
+            async with _write(self.store) as session:
                 await drop_blob_if_unreferenced(session, self.id)
         except Exception:  # swept later by delete_orphan_blobs
             log.warning("%s: could not drop unused blob %d", queue_id, self.id, exc_info=True)
@@ -273,6 +328,7 @@ class Deliverer:
         self.limits = sieve_limits(settings)
         self.scripts = GlobalScripts(settings.sieve_scripts_dir, self.limits)
         self.submitter = make_submitter(settings)
+        self._unwinding: set[asyncio.Future] = set()  # cancelled recipients still rolling back
 
     # ------------------------------------------------------------------ RCPT
 
@@ -325,10 +381,12 @@ class Deliverer:
             transaction: the LMTP transaction.
 
         Returns:
-            Exactly one outcome per entry of `transaction.recipients`, in the same order.
-            Never raises (except for cancellation).
+            Exactly one outcome per entry of `transaction.recipients`, in the same order,
+            all within `MDA_DELIVERY_BUDGET` seconds (plus a commit in flight when it ran
+            out, and `UNWIND_GRACE`). Never raises (except for cancellation).
         """
         started = time.monotonic()
+        deadline = asyncio.get_running_loop().time() + self.settings.delivery_budget
         try:
             data, message = await asyncio.to_thread(_prepare, transaction.data)
         except Exception as exc:
@@ -340,13 +398,68 @@ class Deliverer:
         outcomes = []
         try:
             for rcpt in transaction.recipients:
-                outcomes.append(await self._deliver_one(transaction, rcpt, message, blob,
-                                                        outbound))
+                outcomes.append(await self._deliver_within(deadline, transaction, rcpt,
+                                                           message, blob, outbound))
         finally:
             if outbound is not None:
                 await asyncio.shield(outbound.close())
-            await asyncio.shield(blob.release_if_unused(transaction.queue_id))
+            # Dropping an unused blob may wait for the database too: not past the budget
+            # (one left behind is swept by delete_orphan_blobs).
+            await self._finish_by(deadline, blob.release_if_unused(transaction.queue_id))
         return outcomes
+
+    async def _deliver_within(self, deadline: float, transaction: Transaction, rcpt: str,
+                              message: Message, blob: _SharedBlob,
+                              outbound: OutboundSession | None) -> RecipientOutcome:
+        """`_deliver_one`, cancelled when the loop's clock reaches `deadline` unless it is
+        committing (then its commit is waited for); a recipient not started by then, or
+        cancelled, gets `DeliveryBudgetSpent` (451 4.3.0), its transaction rolled back."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        budget = self.settings.delivery_budget
+        if loop.time() >= deadline:
+            return self._failed(transaction, rcpt, DeliveryBudgetSpent(budget, tried=False),
+                                started)
+        guard = _CommitGuard()
+
+        async def guarded() -> RecipientOutcome:
+            _GUARD.set(guard)  # this task's context only
+            return await self._deliver_one(transaction, rcpt, message, blob, outbound)
+
+        task = asyncio.ensure_future(guarded())
+        try:
+            await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+            while not task.done() and guard.committing:
+                await guard.wait_commit(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not task.done():
+            task.cancel()  # at an await that is not a COMMIT: the transaction rolls back
+            await asyncio.wait({task}, timeout=UNWIND_GRACE)
+            if not task.done():  # e.g. SQLite busy-waiting in a thread: let it finish
+                self._unwinding.add(task)
+                task.add_done_callback(self._unwound)
+        if task.done() and not task.cancelled():
+            return task.result()  # finished (or committed) after all: the true outcome
+        return self._failed(transaction, rcpt, DeliveryBudgetSpent(budget, tried=True),
+                            started)
+
+    def _unwound(self, task: asyncio.Future) -> None:
+        self._unwinding.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a recipient cancelled by the delivery budget failed while rolling "
+                        "back", exc_info=task.exception())
+
+    async def _finish_by(self, deadline: float, work: Awaitable[None]) -> None:
+        """Await `work` until `deadline` at the latest; past it, leave it running (never
+        cancelled)."""
+        task = asyncio.ensure_future(work)
+        remaining = deadline - asyncio.get_running_loop().time()
+        await asyncio.wait({task}, timeout=max(0.0, remaining))
+        if not task.done():
+            self._unwinding.add(task)
+            task.add_done_callback(self._unwound)
 
     def _failed(self, transaction: Transaction, rcpt: str, exc: Exception,
                 started: float) -> RecipientOutcome:
@@ -625,7 +738,7 @@ class Deliverer:
         blob_stored_here = False
         try:
             connection = await self._connect(plan, outbound, transaction, rcpt)
-            async with self.store.transaction() as session:
+            async with _write(self.store) as session:
                 await lock_user(session, plan.user.id)  # first: no deadlock on PostgreSQL
                 stored = await self._copies(session, transaction, rcpt, plan, blob,
                                             plan.targets)
@@ -659,7 +772,7 @@ class Deliverer:
             return
         now = transaction.received_at
         try:
-            async with self.store.transaction() as session:
+            async with _write(self.store) as session:
                 if done:
                     await record_duplicates(
                         session, plan.user.id,
@@ -808,7 +921,7 @@ class Deliverer:
         if not plan.duplicates:
             await self._record_problems(plan, transaction.queue_id)
             return
-        async with self.store.transaction() as session:
+        async with _write(self.store) as session:
             await self._record(session, plan, transaction)
 
     async def _record_problems(self, plan: _Plan, queue_id: str) -> None:
@@ -817,7 +930,7 @@ class Deliverer:
         if not plan.problems:
             return
         try:
-            async with self.store.transaction() as session:
+            async with _write(self.store) as session:
                 await self._record_errors(session, plan, queue_id)
         except Exception:
             log.warning("%s: could not record Sieve errors for %s", queue_id,

@@ -9,6 +9,9 @@ Exception (raised while delivering to one recipient)
  ├── SubmissionError                 → 451 4.3.0: the MTA did not take a redirect or
  │                                     notification for now; nothing written, the
  │                                     reason logged here                           "error"
+ ├── DeliveryBudgetSpent             → 451 4.3.0: MDA_DELIVERY_BUDGET ran out before or
+ │                                     while delivering to the recipient; its
+ │                                     transaction rolled back, the reason logged   "error"
  └── anything else (a bug)           → 451 4.3.0 and a logged traceback; the
                                        exception text never reaches the wire        "error"
 ```
@@ -26,6 +29,28 @@ from mda.replies import Reply
 from mda.store import InvalidAddress, QuotaExceeded, StoreUnavailable, UserNotFound
 
 log = logging.getLogger("mda.delivery")
+
+
+class DeliveryBudgetSpent(Exception):
+    """The time one LMTP transaction's deliveries may take together (`MDA_DELIVERY_BUDGET`)
+    ran out before this recipient's delivery ended: it was not tried, or it was cancelled
+    before its write transaction committed (rolled back, nothing stored). Temporary: the
+    MTA retries the recipient later.
+
+    Args:
+        budget: the budget, in seconds.
+        tried: whether the recipient's delivery had started (and was cancelled).
+    """
+
+    def __init__(self, budget: float, *, tried: bool) -> None:
+        if tried:
+            text = (f"delivery budget of {budget:g} s spent (MDA_DELIVERY_BUDGET) while "
+                    "delivering; rolled back, nothing stored")
+        else:
+            text = f"not tried: delivery budget of {budget:g} s spent (MDA_DELIVERY_BUDGET)"
+        super().__init__(text)
+        self.budget = budget
+        self.tried = tried
 
 
 def reply_for(exc: Exception, recipient: str, *, quota_tempfail: bool,
@@ -48,7 +73,7 @@ def reply_for(exc: Exception, recipient: str, *, quota_tempfail: bool,
     if isinstance(exc, StoreUnavailable):
         log.warning("%s: <%s>: store unavailable: %s", queue_id, recipient, exc)
         return replies.temporary_failure(recipient), "error"
-    if isinstance(exc, SubmissionError):  # just before the recipient's outcome line
+    if isinstance(exc, (SubmissionError, DeliveryBudgetSpent)):  # before the outcome line
         log.warning("%s: <%s>: deferred: %s", queue_id, recipient, exc)
         return replies.temporary_failure(recipient), "error"
     log.error("%s: <%s>: internal error while delivering", queue_id, recipient,
