@@ -246,11 +246,16 @@ _CHARS = st.sampled_from(list("aAbBzZ09 -*?\\\r\nÄäéİıſKk€\U0001F600") +
 @given(st.lists(_CHARS, max_size=12).map("".join), st.lists(_CHARS, max_size=4).map("".join),
        st.sampled_from(["i;octet", "i;ascii-casemap"]))
 def test_contains_on_strings_is_the_comparators(value: str, key: str, name: str) -> None:
-    from mda.sieve.extensions.body import _contains
+    from mda.sieve.extensions import body
     from mda.sieve.matching import COMPARATORS
 
     comparator = COMPARATORS[name]
-    found = _contains(comparator, value, [key])
+    saved = body.LARGE_VALUE, body.WINDOW
+    body.LARGE_VALUE, body.WINDOW = 0, 3  # every value is large, windows of 3
+    try:
+        found = body._contains(comparator, value, [key])
+    finally:
+        body.LARGE_VALUE, body.WINDOW = saved
     assert found in (None, comparator.contains(value, key))
     if found is None:
         assert "\udce9" in value + key

@@ -83,21 +83,42 @@ def _plain(text: str) -> bool:
     return text.isascii() or _SURROGATE.search(text) is None
 
 
+#: values at least this long (characters) are searched in place by `_contains`; shorter
+#: ones go the comparator's way, which is faster on them
+LARGE_VALUE = 1 << 20
+#: how much of a large ASCII value is lower-cased at a time
+WINDOW = 1 << 20
+
+
 def _contains(comparator: Comparator, value: str, keys: list[str]) -> bool | None:
-    """:contains of i;octet or i;ascii-casemap decided without encoding `value` (a large
-    body part would be copied twice: UTF-8 and lower case); None when undecided.
+    """:contains of i;octet or i;ascii-casemap on a large value decided without encoding
+    all of it (the comparator would copy it twice: UTF-8 and lower case); None when
+    undecided (a short value, another comparator, lone surrogates).
 
     Both compare UTF-8 octets (RFC 4790 §9.3, §9.2). For strings without lone surrogates
     the octets of a key occur in those of `value` exactly when the key occurs in `value`
     (UTF-8 is self-synchronising), and ASCII case folding of octets is ASCII case folding
-    of characters.
+    of characters: an ASCII value is lower-cased a window at a time, any other searched
+    by a case-insensitive ASCII regular expression.
     """
-    if comparator.name not in _OCTET_COMPARATORS or not _plain(value) \
-            or not all(_plain(key) for key in keys):
+    if comparator.name not in _OCTET_COMPARATORS or len(value) < LARGE_VALUE \
+            or not _plain(value) or not all(_plain(key) for key in keys):
         return None
     if comparator.name == "i;octet":
         return any(key in value for key in keys)
-    return any(_casefold_search(key)(value) is not None for key in keys)
+    if not value.isascii():
+        return any(_casefold_search(key)(value) is not None for key in keys)
+    for key in keys:
+        if not key.isascii():
+            continue  # non-ASCII octets never occur in an ASCII value
+        lowered = key.lower()
+        if not lowered:
+            return True
+        overlap = max(len(lowered) - 1, 0)
+        for start in range(0, len(value), WINDOW):
+            if lowered in value[start:start + WINDOW + overlap].lower():
+                return True
+    return False
 
 
 @lru_cache(maxsize=256)
@@ -115,8 +136,7 @@ def _run(ctx: Any, call: Call) -> bool:
     comparator = call.data["comparator"]
     for value in iter_body_values(ctx, call):
         found = _contains(comparator, value, keys) if match_type == ":contains" else None
-        if found is None:
-            found = match(ctx, call, [value], keys)
+        found = match(ctx, call, [value], keys) if found is None else found
         if found:
             return True
         del value  # before the next part is decoded
