@@ -39,7 +39,11 @@ Lifecycle (`run`):
 4. SIGTERM or SIGINT: the parent forwards SIGTERM to every worker; each shuts down
    gracefully (`mda.server`, `MDA_SHUTDOWN_TIMEOUT`); when all have exited the parent closes
    the sockets, removes the unix-domain socket files and the metrics directory, and exits 0
-   (1 if a worker failed to stop cleanly). A parent killed with SIGKILL removes nothing: its
+   (1 if a worker failed to stop cleanly). When the whole process group gets SIGTERM
+   (systemd's KillMode=control-group, Ctrl-C in a terminal, `timeout`), each worker gets it
+   twice, once from the parent, whenever that comes: a worker already shutting down ignores
+   it to the end, and one still starting (no handler yet) that dies of it counts as
+   stopped, not failed. A parent killed with SIGKILL removes nothing: its
    metrics directory stays behind (`mda-metrics-*` in `TMPDIR`).
 """
 
@@ -90,6 +94,7 @@ class _Supervisor:
     tls_context: ssl.SSLContext | None
     slots: list[_Slot] = field(default_factory=list)
     stopping: bool = False
+    forwarded: bool = False  # the stop came by SIGTERM or SIGINT, forwarded as SIGTERM
     failed: bool = False
     parent_pid: int = field(default_factory=os.getpid)
     metrics_dir: Path | None = None  # the workers' metric files; None without HTTP
@@ -172,6 +177,7 @@ def _supervise(supervisor: _Supervisor, old_mask: set[signal.Signals]) -> None:
             log_sighup_ignored()
         if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT) \
                 and not supervisor.stopping:
+            supervisor.forwarded = True
             _stop_all(supervisor, signal.Signals(info.si_signo).name)
         _reap(supervisor)
         now = time.monotonic()
@@ -221,11 +227,15 @@ def _reap(supervisor: _Supervisor) -> None:
         code = os.waitstatus_to_exitcode(status)
         how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
         if supervisor.stopping:
-            if code != 0:
+            if code == 0:
+                log.info("pre-fork parent: worker %d stopped", pid)
+            elif code == -signal.SIGTERM and supervisor.forwarded:
+                # Before its handlers were installed (still starting): nothing in flight.
+                log.info("pre-fork parent: worker %d stopped by the SIGTERM forwarded to it",
+                         pid)
+            else:
                 supervisor.failed = True
                 log.error("pre-fork parent: worker %d stopped with %s", pid, how)
-            else:
-                log.info("pre-fork parent: worker %d stopped", pid)
             continue
         _schedule_restart(supervisor, slot, pid, how)
 

@@ -684,7 +684,8 @@ async def _wait_for_deliveries(registry: ConnectionRegistry) -> None:
 async def serve(settings: Settings, listeners: Listeners | None = None,
                 tls_context: ssl.SSLContext | None = None) -> None:
     """Run the LMTP, ManageSieve and HTTP services until SIGTERM or SIGINT, then shut down
-    gracefully.
+    gracefully. From the end of the shutdown on, SIGTERM, SIGINT and SIGHUP are ignored
+    for the rest of the process, which is meant to exit once this returns.
 
     The database must be prepared first (`prepare_database`).
 
@@ -764,11 +765,29 @@ async def _serve(settings: Settings, listeners: Listeners,
             await _wait_for_deliveries(registry)
         await managesieve_closed
         await sweeper  # a sweep under way finishes (bounded by the store's timeouts)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
+        _ignore_signals_from_now_on(loop)
     finally:
         await _dispose(store)
     log.info("stopped")
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _ignore_signals_from_now_on(loop: asyncio.AbstractEventLoop) -> None:
+    """Hand SIGTERM, SIGINT and SIGHUP from the loop to SIG_IGN for the rest of the
+    process: a process already shutting down gets more of them (a pre-fork parent forwards
+    the SIGTERM that the whole process group got too, systemd's KillMode=control-group),
+    and the default action would kill it while it closes its database pool. They are
+    blocked while the handlers change, so none arrives to the default action in between;
+    one that came then is discarded when they are unblocked."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)  # restores SIG_DFL ...
+            signal.signal(signum, signal.SIG_IGN)  # ... replaced before it can act
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 # Seconds to close the pooled database connections at shutdown.
