@@ -59,6 +59,59 @@ def parse_size(text: str | int) -> int:
     return int(value) * multiplier
 
 
+DATABASE_URL_FORMS = ("sqlite+aiosqlite:///PATH (relative, or ////absolute) or "
+                      "postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+
+# Query parameters of a postgresql+asyncpg URL that reach asyncpg's connect() as text and
+# that it takes as text; `sslmode` is libpq's name, which mda.store.engine passes as `ssl`.
+ASYNCPG_URL_PARAMETERS = frozenset({
+    "ssl", "sslmode", "host", "port", "passfile", "target_session_attrs", "krbsrvname",
+    "gsslib", "prepared_statement_cache_size"})
+
+
+def check_database_url(url: str) -> str:
+    """Check that a database URL names a backend and driver mda ships, before any import
+    of SQLAlchemy (it is cheap enough for every command).
+
+    Args:
+        url: the `MDA_DATABASE_URL` value.
+
+    Returns:
+        The URL, stripped of surrounding white space.
+
+    Raises:
+        ValueError: one line saying what is wrong and the forms mda takes
+            (`DATABASE_URL_FORMS`): no `scheme://`, a database other than SQLite or
+            PostgreSQL, a driver other than aiosqlite or asyncpg (including none, such as
+            `postgresql://`, which SQLAlchemy would load psycopg for), or a PostgreSQL query
+            parameter asyncpg does not take.
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    backend, _, driver = scheme.lower().partition("+")
+    if not sep or not backend or not backend.replace("_", "").isalnum():
+        raise ValueError(f"not a database URL: use {DATABASE_URL_FORMS}")
+    if backend in ("postgresql", "postgres"):
+        if driver != "asyncpg":
+            raise ValueError(f"the driver of {scheme}:// is not one mda ships; use "
+                             f"{DATABASE_URL_FORMS}")
+        query = rest.partition("?")[2]
+        names = {part.partition("=")[0] for part in query.split("&") if part}
+        unknown = sorted(names - ASYNCPG_URL_PARAMETERS)
+        if unknown:
+            raise ValueError(
+                f"query parameter {', '.join(map(repr, unknown))} is not one asyncpg takes "
+                f"({', '.join(sorted(ASYNCPG_URL_PARAMETERS))}; e.g. ssl=require) in "
+                f"{DATABASE_URL_FORMS}")
+    elif backend == "sqlite":
+        if driver != "aiosqlite":
+            raise ValueError(f"the driver of {scheme}:// is not one mda ships; use "
+                             f"{DATABASE_URL_FORMS}")
+    else:
+        raise ValueError(f"{backend} is not a database mda supports; use {DATABASE_URL_FORMS}")
+    return url
+
+
 class SettingsError(ValueError):
     """A setting is invalid, or the TOML file named by `MDA_CONFIG` cannot be read, is not
     valid TOML, or has a key that is not a setting. The message is one line naming the
@@ -111,7 +164,8 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default=f"sqlite+aiosqlite:///{DEFAULT_DATABASE_PATH}",
-        description="SQLAlchemy async URL; default a SQLite file under ./var/",
+        description="SQLAlchemy async URL, sqlite+aiosqlite:///PATH or "
+        "postgresql+asyncpg://USER@HOST/DB; default a SQLite file under ./var/",
     )
     # Connection pool and timeouts of `mda serve` (mda.store.engine.EngineOptions). Each
     # process (each worker) has its own pool.
@@ -292,6 +346,11 @@ class Settings(BaseSettings):
                              f"(none) or 0.001 to {MAX_MILLISECOND_TIMEOUT} seconds")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return check_database_url(value)  # ValueError names the problem
+
     @field_validator("spamtest_header", "virustest_header")
     @classmethod
     def _header_spec(cls, value: str) -> str:
@@ -393,4 +452,5 @@ def get_settings() -> Settings:
         first = exc.errors()[0]
         loc = first.get("loc") or ()
         name = _setting_name(str(loc[0])) if loc else "settings"
-        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None
+        reason = first["msg"].removeprefix("Value error, ")  # pydantic's prefix
+        raise SettingsError(f"invalid setting {name}: {reason}") from None

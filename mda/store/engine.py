@@ -59,9 +59,13 @@ SQLITE_BEGIN_OPTION = "mda_sqlite_begin"  # execution option: BEGIN <value> on S
 # 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available
 # (lock_timeout); and, as SQLite's missing file and "no such table", 3D000
 # invalid_catalog_name (the database does not exist: not created yet, dropped or renamed) and
-# 42P01 undefined_table (its schema is missing: `mda db upgrade` was not run).
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "3D000", "42P01"})
+# 42P01 undefined_table (its schema is missing: `mda db upgrade` was not run); and the server
+# refusing us: class 28 invalid authorization (no such role, wrong password, NOLOGIN) and
+# 55000 object_not_in_prerequisite_state ("database ... is not currently accepting
+# connections" after ALTER DATABASE ... ALLOW_CONNECTIONS false; mda's own statements never
+# raise it otherwise).
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "28", "53", "57", "58")
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "55000", "3D000", "42P01"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,14 +164,63 @@ def create_engine(url: str, options: EngineOptions | None = None, *,
                 parsed, connect_args={"timeout": options.busy_timeout}, **pool)
             _configure_sqlite(engine, options.busy_timeout)
         else:
-            connect_args = options.asyncpg_connect_args() \
-                if parsed.get_driver_name() == "asyncpg" else {}
+            connect_args: dict[str, Any] = {}
+            if parsed.get_driver_name() == "asyncpg":
+                connect_args = options.asyncpg_connect_args()
+                parsed = _libpq_sslmode_as_ssl(parsed)
             engine = create_async_engine(parsed, pool_pre_ping=True, connect_args=connect_args,
                                          **pool)
             event.listen(engine.sync_engine, "handle_error", _discard_timed_out_connection)
+            _name_connect_timeouts(engine, parsed, options.connect_timeout)
     except Exception as exc:  # ArgumentError, NoSuchModuleError, ImportError
         raise StoreUnavailable(f"cannot use database URL {safe_url(url)}: {exc}") from exc
     return engine
+
+
+def _libpq_sslmode_as_ssl(url: URL) -> URL:
+    """libpq's `sslmode=MODE` query parameter as asyncpg's `ssl=MODE` (asyncpg's connect()
+    takes the same modes, disable ... verify-full, but not the name `sslmode`)."""
+    if "sslmode" not in url.query:
+        return url
+    query = dict(url.query)
+    mode = query.pop("sslmode")
+    query.setdefault("ssl", mode)
+    return url.set(query=query)
+
+
+def server_description(url: str | URL) -> str:
+    """Where a database URL points, for error messages: `HOST:PORT/DATABASE` for a server
+    (the port PostgreSQL's default 5432 when the URL gives none), the file for SQLite.
+
+    Args:
+        url: a SQLAlchemy URL (need not be valid).
+
+    Returns:
+        The description; the URL without its password when it cannot be parsed further.
+    """
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except Exception:
+        return safe_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return str(sqlite_path(parsed) or parsed.database or ":memory:")
+    port = parsed.port or (5432 if parsed.get_backend_name() == "postgresql" else None)
+    host = parsed.host or parsed.query.get("host") or "localhost"
+    return f"{host}{f':{port}' if port else ''}/{parsed.database or ''}"
+
+
+def _name_connect_timeouts(engine: AsyncEngine, url: URL, timeout: float) -> None:
+    """Make a connection attempt that runs out of `timeout` say so: asyncpg raises a bare
+    TimeoutError, which would reach the log as just "TimeoutError"."""
+    where = server_description(url)
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect, connection_record, cargs, cparams):
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise TimeoutError(f"no connection to {where} within {timeout:g} s "
+                               f"(MDA_DATABASE_CONNECT_TIMEOUT)") from exc
 
 
 def _discard_timed_out_connection(context: ExceptionContext) -> None:
@@ -258,7 +311,8 @@ class Store:
 
     def __init__(self, url: str, options: EngineOptions | None = None) -> None:
         self.url = url
-        self.engine = create_engine(url, options, create=False)
+        self.options = options or EngineOptions()
+        self.engine = create_engine(url, self.options, create=False)
         self.dialect = self.engine.dialect.name
         self._sqlite_file = sqlite_path(url)
         write_engine = self.engine
@@ -347,12 +401,24 @@ class Store:
             raise
         except Exception as exc:
             if is_unavailable(exc):
-                reason = error_reason(exc)
-                sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
-                if sqlstate == "42P01" or reason.startswith("no such table"):
-                    reason += " (run `mda db upgrade`)"
-                raise StoreUnavailable(f"database unavailable: {reason}") from exc
+                raise StoreUnavailable(self._unavailable_message(exc)) from exc
             raise
+
+    def _unavailable_message(self, exc: BaseException) -> str:
+        """`database unavailable: REASON (WHERE)` for an exception `is_unavailable` accepts:
+        the driver's reason, what to do about a missing schema, which timeout a bare
+        TimeoutError ran out of, and the server and database (or file) concerned."""
+        reason = error_reason(exc)
+        sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        if sqlstate == "42P01" or reason.startswith("no such table"):
+            reason += " (run `mda db upgrade`)"
+        elif reason in ("TimeoutError", "") and not isinstance(exc, PoolTimeout):
+            timeout = self.options.statement_timeout
+            reason = (f"no answer within {timeout + CLIENT_TIMEOUT_MARGIN:g} s "
+                      f"(MDA_DATABASE_STATEMENT_TIMEOUT + {CLIENT_TIMEOUT_MARGIN:g} s)"
+                      if timeout > 0 else "the database did not answer in time")
+        where = server_description(self.url)
+        return f"database unavailable: {reason}" + ("" if where in reason else f" ({where})")
 
 
 def ensure_sqlite_directory(url: str) -> None:

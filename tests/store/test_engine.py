@@ -112,3 +112,21 @@ async def test_the_longest_timeouts_settings_allow_are_accepted_by_the_server(
             shown = (await session.execute(text("SHOW statement_timeout"))).scalar_one()
             assert shown == (await session.execute(text("SHOW lock_timeout"))).scalar_one()
             assert shown == f"{MAX_MILLISECOND_TIMEOUT}s"
+
+
+async def test_connect_timeout_is_named_with_the_server() -> None:
+    """A server that accepts TCP but never speaks: the reason says which server and which
+    timeout ran out, not a bare "TimeoutError"."""
+    import socket
+
+    from mda.store.engine import EngineOptions
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/nothing"
+        async with Store(url, EngineOptions(connect_timeout=0.3)) as store:
+            with pytest.raises(StoreUnavailable) as caught:
+                async with store.read() as session:
+                    await list_users(session)
+    assert str(caught.value) == (f"database unavailable: no connection to 127.0.0.1:{port}/"
+                                 f"nothing within 0.3 s (MDA_DATABASE_CONNECT_TIMEOUT)")
