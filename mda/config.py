@@ -9,8 +9,10 @@ Sizes are in bytes, durations in seconds.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -437,6 +439,35 @@ def _setting_name(field: str) -> str:
     return env_name
 
 
+# MDA_* environment variables that are not settings: the TOML file's name, the test suite's
+# (MDA_TEST_* too) and the compose file's password variable (docs/docker.md).
+NOT_SETTINGS = frozenset({"MDA_CONFIG", "MDA_DIFFERENTIAL_EXAMPLES", "MDA_DB_PASSWORD"})
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse an `MDA_*` environment variable that is no setting (a misspelt one would be
+    ignored silently, e.g. leaving mda on its default SQLite file).
+
+    Args:
+        environ: the environment; None = `os.environ`. Names are compared ignoring case,
+            as settings are read.
+
+    Raises:
+        SettingsError: one line naming the first unknown variable and, when one is close,
+            the setting probably meant (difflib).
+    """
+    known = {f"MDA_{field.upper()}" for field in Settings.model_fields} | NOT_SETTINGS
+    environ = os.environ if environ is None else environ
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("MDA_") or upper in known or upper.startswith("MDA_TEST_"):
+            continue
+        close = difflib.get_close_matches(upper, sorted(known - NOT_SETTINGS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise SettingsError(f"unknown environment variable {name}{hint}: MDA_* variables are "
+                            f"mda's settings; unset it or correct its name")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Return the process-wide settings, read once.
@@ -444,8 +475,10 @@ def get_settings() -> Settings:
     Raises:
         SettingsError: a setting has an invalid value (the message names the environment
             variable, or the TOML key and file, it came from), or the MDA_CONFIG file cannot
-            be read, is not TOML or has an unknown key.
+            be read, is not TOML or has an unknown key, or an `MDA_*` environment variable
+            is no setting (`check_environment`).
     """
+    check_environment()
     try:
         return Settings()
     except ValidationError as exc:

@@ -85,3 +85,25 @@ def test_a_good_toml_file_is_used(mda: Run, mda_env: dict[str, str], tmp_path: P
     assert mda("sieve", "check", "-", env=env, input=b"keep;").returncode == 0
     proc = mda("sieve", "check", "-", env=env, input=b"keep;" + b"#" * 1100)
     assert_one_line_error(proc)
+
+
+def test_unknown_mda_variable_is_refused_with_the_likely_name(
+        mda: Run, mda_env: dict[str, str], tmp_path: Path) -> None:
+    """A misspelt variable would otherwise leave mda on the default SQLite file, accepting
+    mail nobody reads."""
+    env = dict(mda_env, MDA_DATABSE_URL=mda_env["MDA_DATABASE_URL"])
+    for argv in (*EVERY_COMMAND, ("serve", "--listen", "127.0.0.1:0")):
+        assert_one_line_error(mda(*argv, env=env, input=b""),
+                              "unknown environment variable MDA_DATABSE_URL",
+                              "did you mean MDA_DATABASE_URL?")
+    assert not (tmp_path / "var").exists()
+    env = dict(mda_env, MDA_NOTHING_LIKE_IT="1")
+    err = assert_one_line_error(mda("user", "list", env=env), "MDA_NOTHING_LIKE_IT")
+    assert "did you mean" not in err
+
+
+def test_variables_of_mda_tooling_are_not_settings_and_allowed(
+        mda: Run, mda_env: dict[str, str]) -> None:
+    env = dict(mda_env, MDA_TEST_BACKEND="sqlite", MDA_TEST_ANYTHING="x",
+               MDA_DIFFERENTIAL_EXAMPLES="5", MDA_DB_PASSWORD="compose's")
+    assert mda("sieve", "check", "-", env=env, input=b"keep;").returncode == 0
