@@ -332,11 +332,12 @@ class Deliverer:
 
     # ------------------------------------------------------------------ RCPT
 
-    async def check_recipient(self, address: str) -> Reply | None:
+    async def check_recipient(self, address: str, queue_id: str = "") -> Reply | None:
         """Decide a RCPT TO (RFC 2033 §4.1, RFC 5321 §4.1.1.3).
 
         Args:
             address: the recipient as given (may carry a subaddress).
+            queue_id: the LMTP transaction's id, for the log line of a failure.
 
         Returns:
             None to accept; otherwise the rejection: `550 5.1.1` for an unknown user or a
@@ -347,7 +348,8 @@ class Deliverer:
             async with self.store.read() as session:
                 user, _ = await self._resolve(session, address)
         except Exception as exc:
-            reply, _ = reply_for(exc, address, quota_tempfail=self.settings.quota_full_tempfail)
+            reply, _ = reply_for(exc, address, quota_tempfail=self.settings.quota_full_tempfail,
+                                 queue_id=queue_id)
             return reply
         if user is None:
             return replies.unknown_user(address)

@@ -184,7 +184,7 @@ class DeliveryHandler:
         """
         queue_id = getattr(envelope, "queue_id", "-")
         try:
-            rejection = await self.deliverer.check_recipient(address)
+            rejection = await self.deliverer.check_recipient(address, queue_id)
         except Exception:
             log.exception("%s: internal error checking rcpt=<%s>", queue_id, address)
             rejection = replies.temporary_failure(address)

@@ -40,7 +40,7 @@ class RecordingDeliverer:
         self.checked: list[str] = []
         self.delay = 0.0
 
-    async def check_recipient(self, address: str) -> Reply | None:
+    async def check_recipient(self, address: str, queue_id: str = "") -> Reply | None:
         self.checked.append(address)
         local = address.split("@")[0]
         if local.startswith("unknown"):
