@@ -185,8 +185,9 @@ def test_quota_tempfail_keeps_mail_queued_until_quota_is_raised(mda, mail_system
     system.wait_sent_to_mda(BOB, status="deferred")
     deferred = flush_until(system, BOB, "deferred", count=2)  # tried again, still full
     assert "452 4.2.2" in deferred[-1]
-    [queued] = system.postfix.queue()
-    assert queued["queue_name"] in {"deferred", "active"} and queued["sender"] == SENDER
+    [queued] = system.postfix.queue()  # still queued, wherever the last flush moved it
+    assert queued["queue_name"] in {"deferred", "incoming", "active"}
+    assert queued["sender"] == SENDER
     [rcpt] = queued["recipients"]
     assert rcpt["address"] == BOB and "452 4.2.2" in rcpt["delay_reason"]
     assert stored(mda, BOB) == [] and system.sink.messages == []
