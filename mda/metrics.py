@@ -87,7 +87,8 @@ __all__ = [
 # The variable prometheus-client reads (and the lower-case name it still accepts).
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LEGACY_MULTIPROC_DIR_ENV = "prometheus_multiproc_dir"
-# The name of the private directory the pre-fork parent creates: mda-metrics-XXXXXXXX.
+# The prefix of the private directory the pre-fork parent creates (tempfile adds 8 random
+# characters).
 DIRECTORY_PREFIX = "mda-metrics-"
 
 # The `result=` words of mda's per-recipient log lines (mda.lmtp, mda.delivery).
@@ -218,7 +219,7 @@ def create_multiprocess_directory() -> Path:
     """Create the private directory for the workers' metric files (in the pre-fork parent,
     before forking).
 
-    It is a new directory of mode 0700 named `mda-metrics-XXXXXXXX` in the directory named
+    It is a new directory of mode 0700 named `mda-metrics-` plus 8 random characters, in the directory named
     by `PROMETHEUS_MULTIPROC_DIR` when that is set and not empty, else in `TMPDIR` (the
     system's temporary directory).
 
