@@ -219,9 +219,9 @@ def create_multiprocess_directory() -> Path:
     """Create the private directory for the workers' metric files (in the pre-fork parent,
     before forking).
 
-    It is a new directory of mode 0700 named `mda-metrics-` plus 8 random characters, in the directory named
-    by `PROMETHEUS_MULTIPROC_DIR` when that is set and not empty, else in `TMPDIR` (the
-    system's temporary directory).
+    It is a new directory of mode 0700 named `mda-metrics-` plus 8 random characters, in
+    the directory named by `PROMETHEUS_MULTIPROC_DIR` when that is set and not empty, else
+    in `TMPDIR` (the system's temporary directory).
 
     Returns:
         The directory's path.
