@@ -304,7 +304,7 @@ class Session:
         except CommandError as exc:
             return self._no(exc)
         except StoreUnavailable as exc:
-            log.warning("ManageSieve %s: database unavailable: %s", self.peer.description, exc)
+            log.warning("ManageSieve %s: store unavailable: %s", self.peer.description, exc)
             return self._no(CommandError("database unavailable, try again later",
                                          _code("TRYLATER")))
         except Exception:
