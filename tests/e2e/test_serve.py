@@ -190,15 +190,21 @@ async def test_concurrent_deliveries_keep_quota_counters_exact(mda: Run, start_s
     assert delivered == statuses.count(S.DELIVERED)
 
 
+async def begin_data(client: LMTPClient, subject: str) -> None:
+    """Start a transaction to bob@example.org and send the first half of its message, so
+    that a delivery is in flight: MAIL, RCPT and DATA answered, the data not yet ended."""
+    await client.send(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+    assert [r.status for r in await client.read_replies(2)] == [S.SENDER_OK, S.RCPT_OK]
+    assert (await client.read_reply()).code == S.START_DATA
+    await client.send(f"Subject: {subject}\r\n\r\nfirst half\r\n".encode())
+
+
 async def test_sigterm_finishes_the_delivery_in_flight(mda: Run, start_server) -> None:
     add_users(mda, "bob@example.org")
     server = start_server(MDA_SHUTDOWN_TIMEOUT="20")
     busy = await server.client()
     idle = await server.client()
-    await busy.send(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
-    assert [r.status for r in await busy.read_replies(2)] == [S.SENDER_OK, S.RCPT_OK]
-    assert (await busy.read_reply()).code == S.START_DATA
-    await busy.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
+    await begin_data(busy, "in flight")
 
     server.proc.send_signal(signal.SIGTERM)
     server.wait_for_log(r"shutting down")
@@ -222,10 +228,7 @@ async def test_sighup_is_ignored_and_a_delivery_in_flight_is_answered(
     add_users(mda, "bob@example.org")
     server = start_server()
     busy = await server.client()
-    await busy.send(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
-    assert [r.status for r in await busy.read_replies(2)] == [S.SENDER_OK, S.RCPT_OK]
-    assert (await busy.read_reply()).code == S.START_DATA
-    await busy.send(b"Subject: across a hangup\r\n\r\nfirst half\r\n")
+    await begin_data(busy, "across a hangup")
     server.proc.send_signal(signal.SIGHUP)
     server.wait_for_log(r"SIGHUP ignored: .*restart mda")
     await busy.send(b"second half\r\n.\r\n")
